@@ -1,0 +1,96 @@
+"""In-context linear regression with a GPT-2-style transformer (Garg et al. 2022).
+
+    python launch/train.py --config=configs/linear_regression.py --workdir=runs/linear
+
+Variants (`--config=configs/linear_regression.py:NAME`):
+  (none)    tiny transformer, d = 5, 21 points: finishes on 2 CPU cores in minutes;
+  smoke     everything shrunk so a run takes seconds (tests);
+  small, standard
+            Garg et al.'s sizes (128/6/4, 256/12/8) at d = 20, 41 points, with their curriculum;
+  garg      the tiny size (64/3/2) at Garg et al.'s full setting;
+  akyurek   Akyürek et al.: d = 8, 40 points, noisy targets, AdamW with warm-up and cosine decay.
+"""
+
+import ml_collections
+
+SIZES = {"tiny": (64, 3, 2), "small": (128, 6, 4), "standard": (256, 12, 8)}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root of every random draw in the run
+
+  config.task = ml_collections.ConfigDict()
+  config.task.name = "linear_regression"  # registered task family
+  config.task.dim = 5                     # d, the input dimension
+  config.task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
+  config.task.noise_std = 0.0             # σ: y = wᵀx + σε
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "transformer"  # registered learner
+  config.model.hidden = 64           # residual stream width
+  config.model.num_layers = 3        # decoder blocks
+  config.model.num_heads = 2         # attention heads
+  config.model.mlp_ratio = 4         # MLP width / hidden
+  config.model.max_points = 21       # longest prompt in (x, y) pairs
+
+  config.data = ml_collections.ConfigDict()
+  config.data.points = 21  # (x, y) pairs per training prompt
+  config.data.curriculum = ml_collections.ConfigDict()
+  config.data.curriculum.enabled = False       # grow dims and points during training
+  config.data.curriculum.dims_start = 5        # active dims at step 0
+  config.data.curriculum.dims_increment = 1    # dims added per stage
+  config.data.curriculum.points_start = 11     # active points at step 0
+  config.data.curriculum.points_increment = 2  # points added per stage
+  config.data.curriculum.interval = 2000       # steps per stage
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64            # prompts per step, over all devices
+  config.train.num_steps = 12000          # training steps
+  config.train.optimizer = "adam"         # adam | adamw | sgd
+  config.train.learning_rate = 1e-3       # peak learning rate
+  config.train.schedule = "warmup_cosine" # constant | warmup_cosine
+  config.train.warmup_steps = 1000        # linear warm-up steps (warmup_cosine)
+  config.train.weight_decay = 0.0         # AdamW decoupled weight decay
+  config.train.grad_clip = 1.0            # global-norm clip; 0 turns it off
+  config.train.steps_per_call = 100       # training steps per host call (lax.scan)
+  config.train.log_every = 500            # steps between metric lines
+  config.train.checkpoint_every = 2000    # steps between checkpoints
+  config.train.keep_checkpoints = 3       # newest checkpoints kept
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_prompts = 1280  # held-out prompts (Garg et al.)
+  config.eval.batch_size = 256    # prompts per evaluation call
+  config.eval.seed = 1234         # the held-out prompts' seed, shared by all runs
+  config.eval.baselines = ("least_squares", "averaging", "knn", "gd")  # scored beside the model
+
+  if variant == "default":
+    pass
+  elif variant == "smoke":
+    config.task.dim = 3
+    config.model.update(hidden=16, num_layers=1, num_heads=2, max_points=7)
+    config.data.points = 7
+    config.train.update(num_steps=20, warmup_steps=5, steps_per_call=5, log_every=5,
+                        checkpoint_every=10)
+    config.eval.update(num_prompts=32, batch_size=16)
+  elif variant in ("garg", "small", "standard"):
+    hidden, layers, heads = SIZES["tiny" if variant == "garg" else variant]
+    config.task.dim = 20
+    config.model.update(hidden=hidden, num_layers=layers, num_heads=heads, max_points=41)
+    config.data.points = 41
+    config.data.curriculum.enabled = True
+    config.train.update(num_steps=500_000, learning_rate=1e-4, schedule="constant",
+                        warmup_steps=0, grad_clip=0.0, log_every=1000, checkpoint_every=10_000)
+  elif variant == "akyurek":
+    config.task.update(dim=8, noise_std=0.1)
+    config.model.update(max_points=40)
+    config.data.points = 40
+    config.train.update(optimizer="adamw", num_steps=50_000, warmup_steps=10_000,
+                        checkpoint_every=5000)
+    config.eval.baselines = ("bayes_ridge", "least_squares", "averaging", "knn")
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/linear_regression.py; allowed: "
+                     "default, smoke, garg, small, standard, akyurek")
+  config.lock()
+  return config

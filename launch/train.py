@@ -1,0 +1,43 @@
+"""Trains a learner from a config, resuming from the work directory's latest checkpoint.
+
+    python launch/train.py --config=configs/linear_regression.py --workdir=runs/linear
+    python launch/train.py --config=configs/linear_regression.py:smoke --workdir=/tmp/smoke \
+        --config.train.num_steps=40
+"""
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from metalearn.train import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:variant]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for the config, checkpoints, "
+                               "metrics and evaluation; an existing run there is resumed")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
+  logging.info("devices: %s", jax.devices())
+  errors = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if errors is None:
+    logging.info("stopped early; relaunch the same command to resume")
+    return
+  for name, values in errors.items():
+    logging.info("%-16s normalised error by examples: %s", name,
+                 " ".join(f"{v:.3f}" for v in values))
+
+
+def run():
+  logging.set_verbosity(logging.INFO)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,126 @@
+"""A config, checked and built into the typed objects a run needs, before anything compiles."""
+
+import dataclasses
+from typing import Any, Mapping
+
+from metalearn.curriculum import Curriculum
+from metalearn.learners import Learner, make_learner
+from metalearn.tasks import TaskFamily, make_task
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "warmup_cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The `train` section of a config (see configs/linear_regression.py for each field)."""
+
+  batch_size: int
+  num_steps: int
+  learning_rate: float
+  optimizer: str
+  schedule: str
+  warmup_steps: int
+  weight_decay: float
+  grad_clip: float
+  steps_per_call: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+
+  def __post_init__(self):
+    if not self.learning_rate > 0:
+      raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"unknown train.optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"unknown train.schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    for name in ("batch_size", "num_steps", "steps_per_call", "log_every", "checkpoint_every",
+                 "keep_checkpoints"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("warmup_steps", "weight_decay", "grad_clip"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+    # Host calls run `steps_per_call` steps each; every boundary must fall on one.
+    for name in ("num_steps", "log_every", "checkpoint_every"):
+      if getattr(self, name) % self.steps_per_call:
+        raise ValueError(f"train.{name}={getattr(self, name)} must be a multiple of "
+                         f"train.steps_per_call={self.steps_per_call}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """The `eval` section: the held-out episodes and the baselines beside the learner."""
+
+  num_prompts: int
+  batch_size: int
+  seed: int
+  baselines: tuple[str, ...]
+
+  def __post_init__(self):
+    for name in ("num_prompts", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything a run is made of, built from a config and checked."""
+
+  seed: int
+  learner_name: str
+  task: TaskFamily
+  learner: Learner
+  points: int
+  curriculum: Curriculum
+  train: TrainConfig
+  eval: EvalConfig
+
+
+def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+  if name not in config:
+    raise ValueError(f"the config has no {name!r} section; it needs: seed, task, model, data, "
+                     "train, eval")
+  return dict(config[name])
+
+
+def _typed(cls, section: dict[str, Any], prefix: str):
+  allowed = {f.name for f in dataclasses.fields(cls)}
+  unknown, missing = sorted(set(section) - allowed), sorted(allowed - set(section))
+  if unknown or missing:
+    raise ValueError(f"config section {prefix!r}: unknown field(s) {unknown}, missing {missing}; "
+                     f"allowed: {', '.join(sorted(allowed))}")
+  return cls(**section)
+
+
+def build_experiment(config: Mapping[str, Any]) -> Experiment:
+  """Checks a config and builds its task, learner and settings; compiles nothing."""
+  task = make_task(_section(config, "task"))
+  learner = make_learner(_section(config, "model"))
+  data = _section(config, "data")
+  points = data.pop("points", None)
+  if not isinstance(points, int) or points < 1:
+    raise ValueError(f"data.points must be an integer >= 1, got {points!r}")
+  curriculum_section = dict(data.pop("curriculum", {"enabled": False}))
+  if data:
+    raise ValueError(f"config section 'data': unknown field(s) {sorted(data)}; "
+                     "allowed: curriculum, points")
+  if curriculum_section.pop("enabled"):
+    curriculum = Curriculum(dims_end=task.dim, points_end=points, **curriculum_section)
+  else:
+    curriculum = Curriculum.constant(task.dim, points)
+  learner.check_episode(points, task.dim)
+  train = _typed(TrainConfig, _section(config, "train"), "train")
+  eval_section = _section(config, "eval")
+  eval_section["baselines"] = tuple(eval_section.get("baselines", ()))
+  evaluation = _typed(EvalConfig, eval_section, "eval")
+  return Experiment(int(config["seed"]), config["model"]["name"], task, learner, points,
+                    curriculum, train, evaluation)
+
+
+def check_devices(train: TrainConfig, num_devices: int) -> None:
+  """The global batch must split evenly over the devices that train it."""
+  if train.batch_size % num_devices:
+    raise ValueError(f"train.batch_size={train.batch_size} must be a multiple of the "
+                     f"{num_devices} devices")

@@ -1,0 +1,5 @@
+"""The registry of learners, filled by the learner modules as they are imported."""
+
+from metalearn.registry import Registry
+
+LEARNERS = Registry("learner")

@@ -1,0 +1,125 @@
+"""A GPT-2-style decoder that learns in context (Garg et al. 2022).
+
+Tokens interleave x_0, y_0, x_1, y_1, ... with y zero-padded to x's width; the
+prediction for x_i is read out at x_i's token, which sees only earlier pairs.
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metalearn.episode import Episode
+from metalearn.learners.base import Learner
+from metalearn.learners.registry import LEARNERS
+
+_INIT_STD = 0.02  # GPT-2's initialiser scale
+
+
+def interleave(x: jax.Array, y: jax.Array) -> jax.Array:
+  """[B, P, D] and [B, P, O] -> tokens [B, 2P, max(D, O)], x_i then y_i."""
+  width = max(x.shape[-1], y.shape[-1])
+  pad = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, width - a.shape[-1])))
+  tokens = jnp.stack([pad(x), pad(y)], axis=2)
+  return tokens.reshape(x.shape[0], 2 * x.shape[1], width)
+
+
+class CausalSelfAttention(nn.Module):
+  hidden: int
+  num_heads: int
+  out_init: nn.initializers.Initializer
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> jax.Array:
+    batch, length, _ = h.shape
+    head_dim = self.hidden // self.num_heads
+    qkv = nn.Dense(3 * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD), name="qkv")(h)
+    q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)
+    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, self.hidden)
+    return nn.Dense(self.hidden, kernel_init=self.out_init, name="out")(out)
+
+
+class Block(nn.Module):
+  """Pre-LayerNorm block: causal attention, then a 4x GELU MLP, each residual."""
+
+  hidden: int
+  num_heads: int
+  mlp_ratio: int
+  out_init: nn.initializers.Initializer
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> jax.Array:
+    h = h + CausalSelfAttention(self.hidden, self.num_heads, self.out_init, name="attn")(
+        nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h))
+    m = nn.LayerNorm(epsilon=1e-5, name="ln_mlp")(h)
+    m = nn.Dense(self.mlp_ratio * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD),
+                 name="mlp_in")(m)
+    m = nn.Dense(self.hidden, kernel_init=self.out_init, name="mlp_out")(nn.gelu(m))
+    return h + m
+
+
+class Decoder(nn.Module):
+  hidden: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int
+  max_tokens: int
+  out_dim: int
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    init = nn.initializers.normal(_INIT_STD)
+    # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * layers).
+    out_init = nn.initializers.normal(_INIT_STD / math.sqrt(2 * self.num_layers))
+    positions = self.param("positions", init, (self.max_tokens, self.hidden))
+    h = nn.Dense(self.hidden, kernel_init=init, name="read_in")(tokens)
+    h = h + positions[: tokens.shape[1]]
+    for i in range(self.num_layers):
+      h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, name=f"block_{i}")(h)
+    h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)
+    return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h[:, ::2])
+
+
+@LEARNERS.register("transformer")
+@dataclasses.dataclass(frozen=True)
+class Transformer(Learner):
+  """In-context learner: the inner loop is the forward pass (emergent)."""
+
+  hidden: int = 64       # width of the residual stream
+  num_layers: int = 3    # number of decoder blocks
+  num_heads: int = 2     # attention heads per block
+  mlp_ratio: int = 4     # MLP width as a multiple of `hidden`
+  max_points: int = 41   # longest prompt (in (x, y) pairs) the position table covers
+
+  def __post_init__(self):
+    for field in ("hidden", "num_layers", "num_heads", "mlp_ratio", "max_points"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"transformer {field} must be >= 1, got {getattr(self, field)}")
+    if self.hidden % self.num_heads:
+      raise ValueError(f"transformer hidden={self.hidden} is not divisible by "
+                       f"num_heads={self.num_heads}")
+
+  def _decoder(self, out_dim: int) -> Decoder:
+    return Decoder(self.hidden, self.num_layers, self.num_heads, self.mlp_ratio,
+                   2 * self.max_points, out_dim)
+
+  def check_episode(self, num_points: int, dim: int) -> None:
+    if num_points > self.max_points:
+      raise ValueError(f"prompts of {num_points} points do not fit the transformer's "
+                       f"max_points={self.max_points}; allowed: at most {self.max_points}")
+
+  def init(self, rng, episode: Episode):
+    self.check_episode(episode.num_points, episode.dim)
+    tokens = interleave(episode.x, episode.y)
+    return self._decoder(episode.y.shape[-1]).init(rng, tokens)["params"]
+
+  def predict(self, params, episode: Episode) -> jax.Array:
+    out_dim = params["read_out"]["kernel"].shape[-1]
+    tokens = interleave(episode.x, episode.y)
+    return self._decoder(out_dim).apply({"params": params}, tokens)

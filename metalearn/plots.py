@@ -1,0 +1,28 @@
+"""Plots of evaluation results, written as PNG files."""
+
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a training machine
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_error_by_shots(errors: Mapping[str, np.ndarray], path: str, dim: int | None = None,
+                        title: str = "") -> None:
+  """Normalised error against the number of in-context examples, one line per learner."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, values in errors.items():
+    ax.plot(np.arange(len(values)), values, marker=".", label=name)
+  if dim is not None:
+    ax.axvline(dim, color="gray", linestyle=":", label=f"k = d = {dim}")
+  ax.axhline(1.0, color="black", linewidth=0.5)
+  ax.set_xlabel("in-context examples k")
+  ax.set_ylabel("error / error of predicting zero")
+  ax.set_ylim(bottom=0.0, top=max(1.25, min(2.0, max(float(np.max(v)) for v in errors.values()))))
+  ax.set_title(title)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,10 @@
+"""Task families: distributions over prompts, sampled on the device."""
+
+from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.registry import TASKS
+from metalearn.tasks import linear  # noqa: F401  (registers its tasks)
+
+
+def make_task(section) -> TaskFamily:
+  """Builds the task family a config's `task` section names."""
+  return TASKS.build(section)

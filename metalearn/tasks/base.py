@@ -1,0 +1,64 @@
+"""What every task family shares: per-example sampling, masks, and the loss."""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from metalearn.episode import Episode, points_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFamily:
+  """A distribution over tasks; `sample` draws a batch of prompts on the device.
+
+  Subclasses implement `sample_one`. Every prompt is drawn from its own key split
+  off the batch key, so the same key gives the same global batch however it is
+  later sharded over devices.
+  """
+
+  dim: int
+
+  # Width of y. Subclasses with a different output width override it.
+  out_dim = 1
+
+  def __post_init__(self):
+    if self.dim < 1:
+      raise ValueError(f"task dim must be >= 1, got {self.dim}")
+
+  def sample_one(self, rng: jax.Array, points: int, dim_mask: jax.Array
+                 ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+    """One prompt: x [points, dim] (zero where dim_mask is 0), y [points, out_dim],
+    the zero predictor's expected loss (a scalar) and the task's info."""
+    raise NotImplementedError
+
+  def sample(self, rng: jax.Array, batch: int, points: int,
+             active_dims: jax.Array | int | None = None,
+             active_points: jax.Array | int | None = None) -> Episode:
+    """`batch` prompts of `points` points; `active_*` may be traced values."""
+    return self.sample_keys(jax.random.split(rng, batch), points, active_dims, active_points)
+
+  def sample_keys(self, keys: jax.Array, points: int,
+                  active_dims: jax.Array | int | None = None,
+                  active_points: jax.Array | int | None = None) -> Episode:
+    """One prompt per key in `keys` [batch, 2]."""
+    active_dims = self.dim if active_dims is None else active_dims
+    active_points = points if active_points is None else active_points
+    dim_mask = points_mask(self.dim, active_dims)
+    x, y, zero_loss, info = jax.vmap(
+        lambda k: self.sample_one(k, points, dim_mask))(keys)
+    mask = jnp.broadcast_to(points_mask(points, active_points), x.shape[:2])
+    return Episode(x=x, y=y, mask=mask, zero_loss=zero_loss, info=info)
+
+  def loss(self, y_hat: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-point loss [batch, points]: squared error summed over outputs."""
+    return jnp.sum(jnp.square(y_hat - y), axis=-1)
+
+  def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+    """Extra per-point metrics [batch, points] reported beside the loss."""
+    return {}
+
+
+def active_count(dim_mask: jax.Array) -> jax.Array:
+  return jnp.sum(dim_mask)
