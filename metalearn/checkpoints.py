@@ -10,6 +10,10 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+class CheckpointMismatchError(ValueError):
+  """A readable checkpoint that holds a different train state than the config builds."""
+
+
 class Checkpoints:
   """The checkpoints of one work directory (`<workdir>/checkpoints/<step>`).
 
@@ -40,23 +44,36 @@ class Checkpoints:
   def restore_latest(self, abstract_state: Any) -> Any | None:
     """The newest checkpoint that restores, shaped like `abstract_state`; None if none.
 
-    A checkpoint that fails to restore is reported by its step and moved to
-    `checkpoints_damaged/`, and the one before it is tried.
+    A checkpoint whose data cannot be read is reported by its step and moved to
+    `checkpoints_damaged/`, and the one before it is tried. One that reads but
+    does not fit `abstract_state` (the config changed the model or optimizer) is
+    left alone and raises CheckpointMismatchError.
     """
     for step in reversed(self.steps):
       try:
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        self._manager.restore(step, args=ocp.args.StandardRestore())
       except Exception as error:  # orbax raises many types for unreadable data
-        log.warning("checkpoint at step %d is damaged (%s: %s); trying the one before it",
-                    step, type(error).__name__, error)
-        if self._read_only:
-          continue
-        os.makedirs(self.damaged_directory, exist_ok=True)
-        shutil.move(os.path.join(self.directory, str(step)),
-                    os.path.join(self.damaged_directory, str(step)))
-        self._manager.close()
-        self._manager = self._open()
+        self._set_aside(step, error)
+        continue
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      except ValueError as error:
+        raise CheckpointMismatchError(
+            f"the checkpoint at step {step} in {self.directory} does not fit this config's "
+            f"train state (was the model or optimizer changed?); use a new workdir. "
+            f"Orbax says: {error}") from error
     return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    log.warning("checkpoint at step %d is damaged (%s: %s); trying the one before it",
+                step, type(error).__name__, error)
+    if self._read_only:
+      return
+    os.makedirs(self.damaged_directory, exist_ok=True)
+    shutil.move(os.path.join(self.directory, str(step)),
+                os.path.join(self.damaged_directory, str(step)))
+    self._manager.close()
+    self._manager = self._open()
 
   def close(self) -> None:
     self._manager.close()

@@ -4,7 +4,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from metalearn.curriculum import Curriculum
-from metalearn.learners import Learner, make_learner
+from metalearn.learners import Learner, make_baseline, make_learner
 from metalearn.tasks import TaskFamily, make_task
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -94,8 +94,24 @@ def _typed(cls, section: dict[str, Any], prefix: str):
   return cls(**section)
 
 
+class ConfigError(ValueError):
+  """A config that cannot make a run; the message names the value and what is allowed."""
+
+
 def build_experiment(config: Mapping[str, Any]) -> Experiment:
-  """Checks a config and builds its task, learner and settings; compiles nothing."""
+  """Checks a config and builds its task, learner and settings; compiles nothing.
+
+  Raises ConfigError naming the bad value and what is allowed.
+  """
+  try:
+    return _build(config)
+  except ConfigError:
+    raise
+  except (ValueError, TypeError, KeyError) as error:
+    raise ConfigError(str(error).strip("'\"")) from error
+
+
+def _build(config: Mapping[str, Any]) -> Experiment:
   task = make_task(_section(config, "task"))
   learner = make_learner(_section(config, "model"))
   data = _section(config, "data")
@@ -115,6 +131,8 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
   eval_section = _section(config, "eval")
   eval_section["baselines"] = tuple(eval_section.get("baselines", ()))
   evaluation = _typed(EvalConfig, eval_section, "eval")
+  for name in evaluation.baselines:
+    make_baseline(name, task)
   return Experiment(int(config["seed"]), config["model"]["name"], task, learner, points,
                     curriculum, train, evaluation)
 

@@ -98,10 +98,18 @@ def train(experiment: Experiment, workdir: str,
 
   train_step = make_train_step(experiment, num_devices)
   replicated = replicate(state, num_devices)
-  pending, window_start, window_step = [], time.perf_counter(), step
+  pending, window_start, window_step, compiled = [], time.perf_counter(), step, False
   with _Preemption() as preemption, open(metrics_path, "a") as metrics_file:
     while step < train_cfg.num_steps:
       replicated, metrics = train_step(replicated)
+      if not compiled:
+        # The first call compiles; time the rate from its end, not its start.
+        jax.block_until_ready(metrics)
+        compiled = True
+        log.info("compiled and ran the first %d steps in %.1fs", train_cfg.steps_per_call,
+                 time.perf_counter() - window_start)
+        window_start = time.perf_counter()
+        window_step = step + train_cfg.steps_per_call
       step += train_cfg.steps_per_call
       pending.append(metrics)
       stopping = preemption.requested or (should_stop is not None and should_stop(step))
@@ -112,13 +120,14 @@ def train(experiment: Experiment, workdir: str,
         summary = _summarise(host, step, last_saved)
         pending = []
         now = time.perf_counter()
-        rate = (step - window_step) / max(now - window_start, 1e-9)
+        rate = (step - window_step) / (now - window_start) if step > window_step else None
         window_start, window_step = now, step
         metrics_file.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
         metrics_file.flush()
-        log.info("step %d/%d  loss %.4g  normalised %.4g  %.1f steps/s  %.0fs left",
-                 step, train_cfg.num_steps, summary["loss"], summary["normalised_loss"], rate,
-                 (train_cfg.num_steps - step) / max(rate, 1e-9))
+        speed = (f"  {rate:.1f} steps/s  {(train_cfg.num_steps - step) / rate:.0f}s left"
+                 if rate else "")
+        log.info("step %d/%d  loss %.4g  normalised %.4g%s", step, train_cfg.num_steps,
+                 summary["loss"], summary["normalised_loss"], speed)
       if at_save or stopping:
         checkpoints.save(step, unreplicate(replicated))
         last_saved = step
@@ -153,8 +162,6 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
   the run stopped early (SIGTERM or `should_stop`) and is left to be resumed.
   """
   experiment = build_experiment(config)
-  for name in experiment.eval.baselines:  # fail on a bad name before compiling anything
-    make_baseline(name, experiment.task)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     json.dump(_config_dict(config), f, indent=2, sort_keys=True)

@@ -35,9 +35,10 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     optimizer = optax.adamw(learning_rate, weight_decay=train.weight_decay)
   else:
     optimizer = optax.sgd(learning_rate)
-  if train.grad_clip > 0:
-    optimizer = optax.chain(optax.clip_by_global_norm(train.grad_clip), optimizer)
-  return optimizer
+  # Chained whether or not it clips, so that the state keeps one structure and a run
+  # can resume with clipping turned on (the advice when a loss blows up).
+  clip = optax.clip_by_global_norm(train.grad_clip) if train.grad_clip > 0 else optax.identity()
+  return optax.chain(clip, optimizer)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -86,7 +87,7 @@ def make_train_step(experiment: Experiment, num_devices: int
     grads, metrics = jax.lax.pmean((grads, metrics), AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def many_steps(state: TrainState):
@@ -102,7 +103,7 @@ def replicate(tree: Any, num_devices: int) -> Any:
   The copies are laid out exactly as the train step's outputs are, so feeding
   its own output back in never recompiles it.
   """
-  stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_devices,) + jnp.shape(a)), tree)
+  stacked = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (num_devices,) + np.shape(a)), tree)
   return jax.pmap(lambda t: t, axis_name=AXIS, devices=jax.local_devices()[:num_devices])(stacked)
 
 
