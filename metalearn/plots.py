@@ -3,6 +3,7 @@
 from typing import Mapping
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: no display on a training machine
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,6 +19,7 @@ def plot_error_by_shots(errors: Mapping[str, np.ndarray], path: str, dim: int | 
   if dim is not None:
     ax.axvline(dim, color="gray", linestyle=":", label=f"k = d = {dim}")
   ax.axhline(1.0, color="black", linewidth=0.5)
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_xlabel("in-context examples k")
   ax.set_ylabel("error / error of predicting zero")
   ax.set_ylim(bottom=0.0, top=max(1.25, min(2.0, max(float(np.max(v)) for v in errors.values()))))
