@@ -1,0 +1,35 @@
+"""Learners: every inner loop behind one interface (`init`, `predict`)."""
+
+from metalearn.learners.base import Learner, predict_prefix_by_prefix
+from metalearn.learners.registry import LEARNERS
+from metalearn.learners import transformer  # noqa: F401  (registers its learners)
+from metalearn.learners import baselines  # noqa: F401  (registers its learners)
+
+
+def make_learner(section) -> Learner:
+  """Builds the learner a config's `model` section names."""
+  return LEARNERS.build(section)
+
+
+def baseline_names() -> list[str]:
+  """The learners without meta-parameters, plus 'bayes_ridge'."""
+  return sorted([n for n in LEARNERS.names if not LEARNERS.get(n).trainable] + ["bayes_ridge"])
+
+
+def make_baseline(name: str, task) -> Learner:
+  """A baseline by name with its default settings.
+
+  'bayes_ridge' is ridge with λ = σ²/τ² read from the task, the posterior mean
+  (Akyürek et al. 2022); with no noise it is minimum-norm least squares.
+  """
+  if name not in baseline_names():
+    raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(baseline_names())}")
+  if name != "bayes_ridge":
+    return LEARNERS.build({"name": name})
+  lam = getattr(task, "ridge_lambda", None)
+  if lam is None:
+    raise ValueError(f"baseline 'bayes_ridge' needs a task with a Gaussian prior and noise "
+                     f"(linear_regression); {type(task).__name__} has none")
+  if lam == 0:
+    return LEARNERS.build({"name": "least_squares"})
+  return LEARNERS.build({"name": "ridge", "lam": lam})
