@@ -1,0 +1,81 @@
+"""Linear regression prompts (Garg et al. 2022; Akyürek et al. 2022)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.registry import TASKS
+
+
+@TASKS.register("linear_regression")
+@dataclasses.dataclass(frozen=True)
+class LinearRegression(TaskFamily):
+  """y = wᵀx + σε with w ~ N(0, τ²I), x ~ N(0, I), ε ~ N(0, 1).
+
+  The zero predictor's expected loss is τ²·(active dims) + σ², which is Garg et
+  al.'s normaliser d when τ = 1 and σ = 0.
+  """
+
+  w_scale: float = 1.0    # τ, the prior standard deviation of each weight
+  noise_std: float = 0.0  # σ, the output noise standard deviation
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.w_scale <= 0:
+      raise ValueError(f"w_scale must be > 0, got {self.w_scale}")
+    if self.noise_std < 0:
+      raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+
+  @property
+  def ridge_lambda(self) -> float:
+    """λ = σ²/τ², for which ridge regression is the posterior mean."""
+    return self.noise_std**2 / self.w_scale**2
+
+  def sample_one(self, rng, points, dim_mask):
+    kx, kw, kn = jax.random.split(rng, 3)
+    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+    w = self.w_scale * jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]
+    y = x @ w + self.noise_std * jax.random.normal(kn, (points, 1))
+    zero_loss = self.w_scale**2 * jnp.sum(dim_mask) + self.noise_std**2
+    return x, y, zero_loss, {"w": w}
+
+
+@TASKS.register("sparse_linear_regression")
+@dataclasses.dataclass(frozen=True)
+class SparseLinearRegression(TaskFamily):
+  """Garg et al. 2022's sparse linear functions: y = wᵀx + σε with s non-zero weights.
+
+  The support is s coordinates drawn uniformly without replacement among the
+  active ones (all of them while fewer than s are active), each weight N(0, τ²).
+  The zero predictor's expected loss is τ²·min(s, active dims) + σ², Garg et
+  al.'s normaliser s when τ = 1 and σ = 0.
+  """
+
+  sparsity: int = 3       # s, the number of non-zero weights
+  w_scale: float = 1.0    # τ, the prior standard deviation of each non-zero weight
+  noise_std: float = 0.0  # σ, the output noise standard deviation
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not 1 <= self.sparsity <= self.dim:
+      raise ValueError(f"sparsity must be in [1, dim={self.dim}], got {self.sparsity}")
+    if self.w_scale <= 0:
+      raise ValueError(f"w_scale must be > 0, got {self.w_scale}")
+    if self.noise_std < 0:
+      raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+
+  def sample_one(self, rng, points, dim_mask):
+    kx, ks, kw, kn = jax.random.split(rng, 4)
+    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+    # The s smallest of i.i.d. uniform scores form a uniform s-subset; inactive
+    # coordinates score above every active one, so they are chosen last.
+    scores = jnp.where(dim_mask > 0, jax.random.uniform(ks, (self.dim,)), 2.0)
+    rank = jnp.argsort(jnp.argsort(scores))
+    support = (rank < self.sparsity) * dim_mask                       # [dim]
+    w = self.w_scale * jax.random.normal(kw, (self.dim, 1)) * support[:, None]
+    y = x @ w + self.noise_std * jax.random.normal(kn, (points, 1))
+    num_nonzero = jnp.minimum(self.sparsity, jnp.sum(dim_mask))
+    zero_loss = self.w_scale**2 * num_nonzero + self.noise_std**2
+    return x, y, zero_loss, {"w": w}

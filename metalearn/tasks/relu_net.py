@@ -1,0 +1,36 @@
+"""Two-layer ReLU network prompts (Garg et al. 2022)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.registry import TASKS
+
+
+@TASKS.register("relu_net_regression")
+@dataclasses.dataclass(frozen=True)
+class ReluNetRegression(TaskFamily):
+  """Garg et al. 2022's two-layer ReLU networks: y = Σ_j a_j relu(w_jᵀx).
+
+  r = `hidden` units, w_j ~ N(0, I) over the active coordinates, a_j ~ N(0, 2/r),
+  x ~ N(0, I). The zero predictor's expected loss is
+  E[y²] = Σ_j E[a_j²]·E[relu(w_jᵀx)²] = r·(2/r)·(|active|/2) = |active|,
+  because the a_j are independent with mean zero and w_jᵀx ~ N(0, |active|).
+  """
+
+  hidden: int = 100  # r, the number of hidden units
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.hidden < 1:
+      raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+
+  def sample_one(self, rng, points, dim_mask):
+    kx, k1, k2 = jax.random.split(rng, 3)
+    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+    w1 = jax.random.normal(k1, (self.dim, self.hidden)) * dim_mask[:, None]
+    w2 = jnp.sqrt(2.0 / self.hidden) * jax.random.normal(k2, (self.hidden, 1))
+    y = jax.nn.relu(x @ w1) @ w2
+    return x, y, jnp.sum(dim_mask), {"w1": w1, "w2": w2}
