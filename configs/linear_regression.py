@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.num_prompts = 1280  # held-out prompts (Garg et al.)
   config.eval.batch_size = 256    # prompts per evaluation call
   config.eval.seed = 1234         # the held-out prompts' seed, shared by all runs
-  config.eval.baselines = ("least_squares", "averaging", "knn", "gd")  # scored beside the model
+  config.eval.baselines = ("least_squares", "averaging", "knn")  # scored beside the model
 
   if variant == "default":
     pass

@@ -1,0 +1,63 @@
+"""Configs build into checked experiments; the curriculum is a pure function of the step."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from metalearn.curriculum import Curriculum
+from metalearn.experiment import ConfigError, build_experiment
+
+CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"]}
+
+
+@pytest.mark.parametrize("family, variant",
+                         [(f, v) for f, variants in CONFIGS.items() for v in variants])
+def test_every_config_variant_builds(family, variant):
+  config = importlib.import_module(f"configs.{family}").get_config(variant)
+  experiment = build_experiment(config)
+  assert experiment.points == config.data.points
+  assert experiment.train.num_steps % experiment.train.steps_per_call == 0
+
+
+def test_unknown_variant_names_the_allowed_ones():
+  from configs.linear_regression import get_config
+  with pytest.raises(ValueError, match="unknown variant 'tiny'.*allowed: default, smoke"):
+    get_config("tiny")
+
+
+def test_garg_curriculum_schedule():
+  """Garg et al.: dims 5 -> 20 by 1 and points 11 -> 41 by 2 every 2,000 steps."""
+  curriculum = Curriculum(dims_start=5, dims_end=20, dims_increment=1, points_start=11,
+                          points_end=41, points_increment=2, interval=2000)
+  expected = {0: (5, 11), 1999: (5, 11), 2000: (6, 13), 10_000: (10, 21), 29_999: (19, 39),
+              30_000: (20, 41), 500_000: (20, 41)}
+  for step, (dims, points) in expected.items():
+    assert tuple(int(v) for v in curriculum(step)) == (dims, points), step
+
+
+def test_curriculum_is_traced_so_advancing_it_never_recompiles(smoke_config):
+  experiment = build_experiment(smoke_config)
+  curriculum = Curriculum(1, 3, 1, 2, 7, 2, 10)
+  traces = []
+
+  @jax.jit
+  def sample(step):
+    traces.append(step)
+    dims, points = curriculum(step)
+    return experiment.task.sample(jax.random.PRNGKey(0), 4, 7, dims, points)
+
+  for step in (0, 10, 20, 30):
+    episode = sample(jnp.int32(step))
+    dims, points = (int(v) for v in curriculum(step))
+    assert float(jnp.abs(episode.x[..., dims:]).max(initial=0.0)) == 0.0
+    assert float(episode.mask[0].sum()) == points
+  assert len(traces) == 1
+
+
+def test_curriculum_start_past_its_end_is_refused(smoke_config):
+  smoke_config.data.curriculum.enabled = True
+  smoke_config.data.curriculum.dims_start = 9
+  with pytest.raises(ConfigError, match=r"dims_start=9 must be in \[1, 3\]"):
+    build_experiment(smoke_config)
