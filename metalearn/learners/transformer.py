@@ -32,16 +32,20 @@ class CausalSelfAttention(nn.Module):
   out_init: nn.initializers.Initializer
 
   @nn.compact
-  def __call__(self, h: jax.Array) -> jax.Array:
+  def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
+    """Causal softmax attention over [B, T, hidden]; with `x_only`, queries at even tokens only."""
     batch, length, _ = h.shape
     head_dim = self.hidden // self.num_heads
     qkv = nn.Dense(3 * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD), name="qkv")(h)
     q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)
     causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    if x_only:  # only the x tokens' outputs are read out: skip the y tokens' queries
+      q, causal = q[:, ::2], causal[::2]
+    # Scaling q (T·d values) rather than the logits (T·T) gives the same 1/sqrt(d) attention.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * (1.0 / math.sqrt(head_dim)), k)
     logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, self.hidden)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, q.shape[1], self.hidden)
     return nn.Dense(self.hidden, kernel_init=self.out_init, name="out")(out)
 
 
@@ -54,9 +58,12 @@ class Block(nn.Module):
   out_init: nn.initializers.Initializer
 
   @nn.compact
-  def __call__(self, h: jax.Array) -> jax.Array:
-    h = h + CausalSelfAttention(self.hidden, self.num_heads, self.out_init, name="attn")(
-        nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h))
+  def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
+    a = CausalSelfAttention(self.hidden, self.num_heads, self.out_init, name="attn")(
+        nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only)
+    # Every sublayer after attention works token by token: with `x_only` (the last block),
+    # the y tokens, whose outputs nothing reads, are dropped here.
+    h = (h[:, ::2] if x_only else h) + a
     m = nn.LayerNorm(epsilon=1e-5, name="ln_mlp")(h)
     m = nn.Dense(self.mlp_ratio * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD),
                  name="mlp_in")(m)
@@ -81,9 +88,10 @@ class Decoder(nn.Module):
     h = nn.Dense(self.hidden, kernel_init=init, name="read_in")(tokens)
     h = h + positions[: tokens.shape[1]]
     for i in range(self.num_layers):
-      h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, name=f"block_{i}")(h)
-    h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)
-    return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h[:, ::2])
+      last = i == self.num_layers - 1
+      h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, name=f"block_{i}")(h, last)
+    h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)  # [B, P, hidden]: the x tokens
+    return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h)
 
 
 @LEARNERS.register("transformer")
@@ -120,6 +128,7 @@ class Transformer(Learner):
     return self._decoder(episode.y.shape[-1]).init(rng, tokens)["params"]
 
   def predict(self, params, episode: Episode) -> jax.Array:
+    self.check_episode(episode.num_points, episode.dim)
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = interleave(episode.x, episode.y)
     return self._decoder(out_dim).apply({"params": params}, tokens)

@@ -1,0 +1,224 @@
+"""Training steps per second of the transformer sizes, with the project's own train step.
+
+    python launch/benchmark.py --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
+
+Garg et al.'s shapes: batch 64, 41 points, d = 20 (configs/linear_regression.py:garg, :small,
+:standard). Each size compiles once; the compile call and one more call are warm-up and not
+timed; the table gives the median over `--calls` timed calls of `--steps_per_call` steps each.
+Beside it: the model FLOPs per step (counted analytically, see `step_flops`) and the fraction of
+this machine's float32 matmul peak (a jitted large matmul, measured in the same run) they reach.
+
+By default the step is mapped over one host device per core (`--devices`, set through XLA_FLAGS
+before jax starts; on 2 cores this was 20-25% faster than one device using both cores) and the
+process runs with glibc's malloc backing large blocks with transparent huge pages
+(`--hugepages`, GLIBC_TUNABLES=glibc.malloc.hugetlb=1; XLA frees and re-allocates its ~2 GB of
+temporaries each call, and 4 KB page faults cost the standard model ~1.3 s per step otherwise).
+`launch/train.py` gets the same speed when run with the same two environment settings.
+"""
+
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# jax and the library are imported in main(), after XLA_FLAGS is set from --devices.
+jax = jnp = None
+HUGEPAGES = "glibc.malloc.hugetlb=1"
+
+VARIANTS = {"tiny": "garg", "small": "small", "standard": "standard"}
+# ms per step of Garg et al.'s PyTorch code (HF GPT-2 backbone, Adam) on 2 cores of this kind
+# of machine, and the goal for each size (2x / 1.3x / 1.1x faster).
+PYTORCH_MS = {"tiny": 230.0, "small": 1150.0, "standard": 6700.0}
+SPEEDUP_GOAL = {"tiny": 2.0, "small": 1.3, "standard": 1.1}
+BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+
+_SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "standard"], "sizes to time: tiny, small, "
+                           "standard")
+_CALLS = flags.DEFINE_integer("calls", 5, "timed host calls per size (after 2 warm-up calls)")
+_STEPS_PER_CALL = flags.DEFINE_list("steps_per_call", ["20", "4", "2"], "training steps per "
+                                    "host call (lax.scan): one value, or one per size")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "prompts per step")
+_DEVICES = flags.DEFINE_integer("devices", os.cpu_count() or 1, "host devices to map the step "
+                                 "over (--xla_force_host_platform_device_count); 0: leave "
+                                 "XLA_FLAGS as it is and use every local device")
+_HUGEPAGES = flags.DEFINE_bool("hugepages", True, f"re-run under GLIBC_TUNABLES={HUGEPAGES} "
+                               "(large allocations on transparent huge pages)")
+_PEAK_N = flags.DEFINE_integer("peak_n", 2048, "side of the float32 matmul that measures peak")
+_OUTPUT = flags.DEFINE_string("output", None, "markdown file for the table (e.g. "
+                              "benchmarks/RESULTS.md); its generated block is replaced")
+_APPEND = flags.DEFINE_bool("append", False, "add the table to --output after what is there, "
+                            "instead of replacing the generated block")
+_NOTE = flags.DEFINE_string("note", "", "one line printed under the table (what was changed)")
+
+
+def step_flops(hidden: int, layers: int, dim: int, out: int, batch: int, points: int) -> float:
+  """Model FLOPs of one training step: forward matmuls and attention, backward = 2x forward.
+
+  forward = 2 · (weights in matmuls) · tokens + layers · 2 · 2 · T² · hidden per sequence,
+  where T = 2·points tokens, weights in matmuls = dim·hidden (read-in) + 12·hidden²·layers
+  (qkv 3h², out h², MLP 8h²) and the read-out hidden·out on the `points` x tokens only;
+  the attention term is QKᵀ and AV over the full T×T square (as computed, mask or not).
+  Biases, LayerNorm, softmax, GELU and the optimizer are left out (well under 1%).
+  """
+  tokens = 2 * points
+  matmul = 2 * batch * (tokens * (dim * hidden + 12 * hidden**2 * layers) + points * hidden * out)
+  attention = 2 * 2 * tokens**2 * hidden * layers * batch
+  return 3.0 * (matmul + attention)
+
+
+def matmul_peak(n: int, repeats: int = 10) -> float:
+  """GFLOP/s of a jitted n×n float32 matmul, median over `repeats` calls."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  matmul = jax.jit(lambda a, b: a @ b)
+  for _ in range(2):
+    matmul(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def time_size(size: str, steps_per_call: int, calls: int, num_devices: int) -> dict:
+  """Compiles the size's train step and times `calls` host calls after two warm-up calls."""
+  from configs import linear_regression
+  from metalearn.experiment import build_experiment, check_devices
+  from metalearn.train_step import init_state, make_train_step, replicate
+  config = linear_regression.get_config(VARIANTS[size])
+  config.train.batch_size = _BATCH.value
+  config.train.steps_per_call = steps_per_call
+  config.train.num_steps = config.train.log_every = config.train.checkpoint_every = steps_per_call
+  experiment = build_experiment(config)
+  check_devices(experiment.train, num_devices)
+  train_step = make_train_step(experiment, num_devices)
+  state = replicate(init_state(experiment), num_devices)
+  start = time.perf_counter()
+  state, metrics = train_step(state)
+  jax.block_until_ready((state, metrics))
+  compile_s = time.perf_counter() - start
+  state, metrics = train_step(state)  # the first call after compiling can be slower
+  jax.block_until_ready((state, metrics))
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    state, metrics = train_step(state)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+  ms = 1e3 * statistics.median(times) / steps_per_call
+  model = config.model
+  flops = step_flops(model.hidden, model.num_layers, config.task.dim, 1, _BATCH.value,
+                     config.data.points)
+  return {"size": size, "shape": f"{model.hidden}/{model.num_layers}/{model.num_heads}",
+          "steps_per_call": steps_per_call, "ms": ms, "spread": 1e3 * (max(times) - min(times))
+          / steps_per_call, "compile_s": compile_s, "flops": flops,
+          "loss": float(metrics["loss"][0, -1])}
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as cpuinfo:
+      match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read(), re.MULTILINE)
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+  except OSError:
+    return platform.processor() or "unknown"
+
+
+def table(rows: list[dict], peak: float, machine: dict) -> str:
+  lines = [
+      f"### {machine['date']}: {machine['cpu']}, {machine['cores']} cores, jax "
+      f"{machine['jax']}, {machine['devices']} device(s)", "",
+      f"- float32 matmul peak ({_PEAK_N.value}x{_PEAK_N.value}, jit): {peak:.1f} GFLOP/s",
+      f"- load average before / after: {machine['load_before']} / {machine['load_after']}",
+      f"- XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}`; GLIBC_TUNABLES: "
+      f"`{os.environ.get('GLIBC_TUNABLES', '')}`",
+      f"- batch {_BATCH.value}, 41 points, d = 20; median of {_CALLS.value} timed calls after "
+      "2 warm-up calls", ""]
+  if _NOTE.value:
+    lines[-1:-1] = [f"- {_NOTE.value}"]
+  lines += ["| size (hidden/layers/heads) | steps/call | ms/step | steps/s | GFLOP/step | GFLOP/s "
+            "| % of peak | PyTorch ms/step | speed-up | goal | compile s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for row in rows:
+    rate = row["flops"] / row["ms"] / 1e6
+    speedup = PYTORCH_MS[row["size"]] / row["ms"]
+    goal = SPEEDUP_GOAL[row["size"]]
+    lines.append(
+        f"| {row['size']} ({row['shape']}) | {row['steps_per_call']} | {row['ms']:.1f} "
+        f"(±{row['spread'] / 2:.1f}) | {1e3 / row['ms']:.2f} | {row['flops'] / 1e9:.1f} | "
+        f"{rate:.1f} | {100 * rate / peak:.0f}% | {PYTORCH_MS[row['size']]:,.0f} | "
+        f"{speedup:.2f}x | {goal}x {'met' if speedup >= goal else 'not met'} | "
+        f"{row['compile_s']:.1f} |")
+  return "\n".join(lines) + "\n"
+
+
+def write(path: str, block: str, append: bool) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  old = open(path).read() if os.path.exists(path) else ""
+  if append:
+    text = old.rstrip("\n") + "\n\n" + block if old else block
+  elif BEGIN in old and END in old:
+    head, rest = old.split(BEGIN, 1)
+    text = head + BEGIN + "\n" + block + END + rest.split(END, 1)[1]
+  else:
+    text = f"# Benchmarks\n\n{BEGIN}\n{block}{END}\n" + (("\n" + old) if old else "")
+  with open(path, "w") as out:
+    out.write(text)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = [s for s in _SIZES.value if s not in VARIANTS]
+  if unknown:
+    raise app.UsageError(f"unknown size(s) {unknown}; allowed: {', '.join(VARIANTS)}")
+  per_call = [int(k) for k in _STEPS_PER_CALL.value]
+  if len(per_call) == 1:
+    per_call *= len(_SIZES.value)
+  elif not _STEPS_PER_CALL.present:  # the defaults are per size
+    per_call = [per_call[list(VARIANTS).index(s)] for s in _SIZES.value]
+  if len(per_call) != len(_SIZES.value) or min(per_call) < 1:
+    raise app.UsageError(f"--steps_per_call={_STEPS_PER_CALL.value}: give one value >= 1, or "
+                         f"one per size ({len(_SIZES.value)})")
+  tunables = os.environ.get("GLIBC_TUNABLES", "")
+  if _HUGEPAGES.value and HUGEPAGES not in tunables:
+    # glibc reads its tunables at start-up only: run this same command again under them.
+    os.environ["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, HUGEPAGES) if t)
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+  if _DEVICES.value:
+    os.environ["XLA_FLAGS"] = " ".join(
+        [f for f in os.environ.get("XLA_FLAGS", "").split()
+         if not f.startswith("--xla_force_host_platform_device_count")]
+        + [f"--xla_force_host_platform_device_count={_DEVICES.value}"])
+  global jax, jnp
+  import jax
+  import jax.numpy as jnp
+  num_devices = _DEVICES.value or jax.local_device_count()
+  load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  peak = matmul_peak(_PEAK_N.value)
+  print(f"float32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
+  rows = []
+  for size, steps in zip(_SIZES.value, per_call):
+    rows.append(time_size(size, steps, _CALLS.value, num_devices))
+    print(f"{size}: {rows[-1]['ms']:.1f} ms/step (compile {rows[-1]['compile_s']:.1f}s)",
+          flush=True)
+  machine = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
+             "cores": os.cpu_count(), "jax": jax.__version__, "devices": num_devices,
+             "load_before": load_before,
+             "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+  block = table(rows, peak, machine)
+  print(block)
+  if _OUTPUT.value:
+    write(_OUTPUT.value, block, _APPEND.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
