@@ -26,11 +26,12 @@ import time
 
 from absl import app, flags
 
+import cpu_setup
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # jax and the library are imported in main(), after XLA_FLAGS is set from --devices.
 jax = jnp = None
-HUGEPAGES = "glibc.malloc.hugetlb=1"
 
 VARIANTS = {"tiny": "garg", "small": "small", "standard": "standard"}
 # ms per step of Garg et al.'s PyTorch code (HF GPT-2 backbone, Adam) on 2 cores of this kind
@@ -48,7 +49,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "prompts per step")
 _DEVICES = flags.DEFINE_integer("devices", os.cpu_count() or 1, "host devices to map the step "
                                  "over (--xla_force_host_platform_device_count); 0: leave "
                                  "XLA_FLAGS as it is and use every local device")
-_HUGEPAGES = flags.DEFINE_bool("hugepages", True, f"re-run under GLIBC_TUNABLES={HUGEPAGES} "
+_HUGEPAGES = flags.DEFINE_bool("hugepages", True, f"re-run under GLIBC_TUNABLES={cpu_setup.HUGEPAGES} "
                                "(large allocations on transparent huge pages)")
 _PEAK_N = flags.DEFINE_integer("peak_n", 2048, "side of the float32 matmul that measures peak")
 _OUTPUT = flags.DEFINE_string("output", None, "markdown file for the table (e.g. "
@@ -188,16 +189,10 @@ def main(argv):
   if len(per_call) != len(_SIZES.value) or min(per_call) < 1:
     raise app.UsageError(f"--steps_per_call={_STEPS_PER_CALL.value}: give one value >= 1, or "
                          f"one per size ({len(_SIZES.value)})")
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if _HUGEPAGES.value and HUGEPAGES not in tunables:
-    # glibc reads its tunables at start-up only: run this same command again under them.
-    os.environ["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, HUGEPAGES) if t)
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+  if _HUGEPAGES.value:
+    cpu_setup.use_hugepages()
   if _DEVICES.value:
-    os.environ["XLA_FLAGS"] = " ".join(
-        [f for f in os.environ.get("XLA_FLAGS", "").split()
-         if not f.startswith("--xla_force_host_platform_device_count")]
-        + [f"--xla_force_host_platform_device_count={_DEVICES.value}"])
+    cpu_setup.set_host_devices(_DEVICES.value)
   global jax, jnp
   import jax
   import jax.numpy as jnp

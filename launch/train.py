@@ -6,12 +6,14 @@
 """
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
+import cpu_setup
 from metalearn.experiment import ConfigError
 from metalearn.train import train_and_evaluate
 
@@ -20,6 +22,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for the config, checkpoints, "
                                "metrics and evaluation; an existing run there is resumed")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first")
+_HOST_DEVICES = flags.DEFINE_integer(
+    "host_devices", -1, "XLA CPU devices to split the CPU into (the step is pmapped over them); "
+    "-1: one per core, as many as divide the batch; 0: leave XLA_FLAGS as it is. Accelerators "
+    "are not affected")
+_HUGEPAGES = flags.DEFINE_bool("hugepages", True, "re-run under GLIBC_TUNABLES="
+                               f"{cpu_setup.HUGEPAGES} (faster XLA temporaries on CPU)")
 flags.mark_flags_as_required(["config", "workdir"])
 log = std_logging.getLogger("metalearn.launch")
 
@@ -27,6 +35,15 @@ log = std_logging.getLogger("metalearn.launch")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Before the first jax call starts a backend: these are read only then.
+  if _HUGEPAGES.value:
+    cpu_setup.use_hugepages()
+  host_devices = _HOST_DEVICES.value
+  if host_devices < 0:
+    batch = _CONFIG.value.train.batch_size
+    host_devices = max(n for n in range(1, (os.cpu_count() or 1) + 1) if batch % n == 0)
+  if host_devices:
+    cpu_setup.set_host_devices(host_devices)
   if _MULTIHOST.value:
     jax.distributed.initialize()
   log.info("devices: %s", jax.devices())

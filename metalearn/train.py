@@ -63,13 +63,15 @@ def _summarise(pending: list[dict[str, np.ndarray]], step: int, last_saved: int 
                ) -> dict[str, float]:
   """Means of the metrics of the host calls since the last log; stops on NaN or Inf."""
   stacked = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
-  losses = stacked["loss"]
+  # A finite loss with a non-finite gradient would still write NaN into the params.
+  losses = np.where(np.isfinite(stacked["grad_norm"]), stacked["loss"], np.nan)
   bad = np.flatnonzero(~np.isfinite(losses))
   if bad.size:
     first = step - len(losses) + int(bad[0]) + 1
     kept = f"step {last_saved}" if last_saved is not None else "none yet"
     raise FloatingPointError(
-        f"training loss became {losses[bad[0]]} at step {first}; stopped without saving. "
+        f"training loss or its gradient became {losses[bad[0]]} at step {first}; stopped "
+        "without saving. "
         f"The last good checkpoint ({kept}) is untouched: lower train.learning_rate or set "
         "train.grad_clip.")
   return {name: float(np.mean(values)) for name, values in stacked.items()}
