@@ -45,11 +45,6 @@ class Episode:
     cut = lambda a: a[:, :num_points]
     return self.replace(x=cut(self.x), y=cut(self.y), mask=cut(self.mask))
 
-  def shard(self, num_shards: int) -> "Episode":
-    """Splits the leading batch axis into [num_shards, batch // num_shards]."""
-    return jax.tree.map(
-        lambda a: a.reshape((num_shards, a.shape[0] // num_shards) + a.shape[1:]), self)
-
 
 def points_mask(num_points: int, active_points: jax.Array | int) -> jax.Array:
   """[num_points] float mask of the first `active_points` positions."""

@@ -7,7 +7,6 @@ import os
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from metalearn.episode import Episode

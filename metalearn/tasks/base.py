@@ -58,7 +58,3 @@ class TaskFamily:
   def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
     """Extra per-point metrics [batch, points] reported beside the loss."""
     return {}
-
-
-def active_count(dim_mask: jax.Array) -> jax.Array:
-  return jnp.sum(dim_mask)
