@@ -9,7 +9,8 @@ import pytest
 from metalearn.curriculum import Curriculum
 from metalearn.experiment import ConfigError, build_experiment
 
-CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"]}
+CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"],
+           "gd_layers": ["default", "recurrent2", "smoke"]}
 
 
 @pytest.mark.parametrize("family, variant",

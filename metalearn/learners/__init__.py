@@ -4,6 +4,7 @@ from metalearn.learners.base import Learner, predict_prefix_by_prefix
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners import transformer  # noqa: F401  (registers its learners)
 from metalearn.learners import baselines  # noqa: F401  (registers its learners)
+from metalearn.learners import gd_layers  # noqa: F401  (registers its learners)
 
 
 def make_learner(section) -> Learner:

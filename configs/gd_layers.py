@@ -1,0 +1,73 @@
+"""Linear self-attention (GD-layer) networks trained on in-context linear regression.
+
+    python launch/train.py --config=configs/gd_layers.py --workdir=runs/gd_layers
+
+Variants (`--config=configs/gd_layers.py:NAME`):
+  (none)        one LSA layer, d = 10, 11 points (N = 10 context pairs before the last query),
+                as von Oswald et al. 2022 (their x ~ U(-0.5, 0.5) and 1/2-MSE are not yet options);
+  recurrent2    two weight-tied layers;
+  smoke         everything shrunk so a run takes seconds (tests).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "default"
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root of every random draw in the run
+
+  config.task = ml_collections.ConfigDict()
+  config.task.name = "linear_regression"  # registered task family
+  config.task.dim = 10                    # d, the input dimension
+  config.task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
+  config.task.noise_std = 0.0             # σ: y = wᵀx + σε
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "gd_layers"  # registered learner
+  config.model.num_layers = 1      # LSA layers
+  config.model.num_heads = 1       # heads per layer
+  config.model.recurrent = False   # share one layer's weights across layers
+  config.model.init_std = 0.02     # std of the random initial weights
+
+  config.data = ml_collections.ConfigDict()
+  config.data.points = 11  # (x, y) pairs per prompt; position i predicts from the i before it
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 2048          # prompts per step (von Oswald et al.)
+  config.train.num_steps = 5000           # training steps
+  config.train.optimizer = "adam"         # adam | adamw | sgd
+  config.train.learning_rate = 1e-3       # peak learning rate (von Oswald et al.)
+  config.train.schedule = "constant"      # constant | warmup_cosine
+  config.train.warmup_steps = 0           # linear warm-up steps (warmup_cosine)
+  config.train.weight_decay = 0.0         # AdamW decoupled weight decay
+  config.train.grad_clip = 10.0           # global-norm clip; 0 turns it off
+  config.train.steps_per_call = 100       # training steps per host call (lax.scan)
+  config.train.log_every = 500            # steps between metric lines
+  config.train.checkpoint_every = 1000    # steps between checkpoints
+  config.train.keep_checkpoints = 3       # newest checkpoints kept
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_prompts = 1280  # held-out prompts
+  config.eval.batch_size = 640    # prompts per evaluation call
+  config.eval.seed = 1234         # the held-out prompts' seed, shared by all runs
+  config.eval.baselines = ("least_squares", "averaging")  # scored beside the model
+
+  if variant == "default":
+    pass
+  elif variant == "recurrent2":
+    config.model.update(num_layers=2, recurrent=True)
+    config.train.learning_rate = 5e-4
+  elif variant == "smoke":
+    config.task.dim = 3
+    config.model.num_layers = 2
+    config.data.points = 6
+    config.train.update(batch_size=64, num_steps=40, steps_per_call=10, log_every=10,
+                        checkpoint_every=20, learning_rate=1e-2)
+    config.model.init_std = 0.1
+    config.eval.update(num_prompts=64, batch_size=32)
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/gd_layers.py; allowed: default, "
+                     "recurrent2, smoke")
+  config.lock()
+  return config
