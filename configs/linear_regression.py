@@ -34,6 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_heads = 2         # attention heads
   config.model.mlp_ratio = 4         # MLP width / hidden
   config.model.max_points = 21       # longest prompt in (x, y) pairs
+  config.model.attention = "softmax"  # softmax | linear | relu | momentum
+  config.model.momentum = 0.9        # η of momentum attention (Dai et al. 2022)
 
   config.data = ml_collections.ConfigDict()
   config.data.points = 21  # (x, y) pairs per training prompt

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from metalearn.episode import Episode
+from metalearn.learners import attention as attention_lib
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS
 
@@ -30,22 +31,23 @@ class CausalSelfAttention(nn.Module):
   hidden: int
   num_heads: int
   out_init: nn.initializers.Initializer
+  attention: str = "softmax"
+  momentum: float = 0.0
 
   @nn.compact
   def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
-    """Causal softmax attention over [B, T, hidden]; with `x_only`, queries at even tokens only."""
+    """Causal attention over [B, T, hidden]; with `x_only`, queries at even tokens only."""
     batch, length, _ = h.shape
     head_dim = self.hidden // self.num_heads
     qkv = nn.Dense(3 * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD), name="qkv")(h)
     q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
-    causal = jnp.tril(jnp.ones((length, length), dtype=bool))
+    query_positions = jnp.arange(length)
     if x_only:  # only the x tokens' outputs are read out: skip the y tokens' queries
-      q, causal = q[:, ::2], causal[::2]
+      q, query_positions = q[:, ::2], query_positions[::2]
     # Scaling q (T·d values) rather than the logits (T·T) gives the same 1/sqrt(d) attention.
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * (1.0 / math.sqrt(head_dim)), k)
-    logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, q.shape[1], self.hidden)
+    out = attention_lib.causal_mix(q * (1.0 / math.sqrt(head_dim)), k, v, query_positions,
+                               self.attention, self.momentum)
+    out = out.reshape(batch, q.shape[1], self.hidden)
     return nn.Dense(self.hidden, kernel_init=self.out_init, name="out")(out)
 
 
@@ -56,10 +58,13 @@ class Block(nn.Module):
   num_heads: int
   mlp_ratio: int
   out_init: nn.initializers.Initializer
+  attention: str
+  momentum: float
 
   @nn.compact
   def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
-    a = CausalSelfAttention(self.hidden, self.num_heads, self.out_init, name="attn")(
+    a = CausalSelfAttention(self.hidden, self.num_heads, self.out_init, self.attention,
+                            self.momentum, name="attn")(
         nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only)
     # Every sublayer after attention works token by token: with `x_only` (the last block),
     # the y tokens, whose outputs nothing reads, are dropped here.
@@ -78,6 +83,8 @@ class Decoder(nn.Module):
   mlp_ratio: int
   max_tokens: int
   out_dim: int
+  attention: str
+  momentum: float
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -89,7 +96,8 @@ class Decoder(nn.Module):
     h = h + positions[: tokens.shape[1]]
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
-      h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, name=f"block_{i}")(h, last)
+      h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, self.attention,
+                self.momentum, name=f"block_{i}")(h, last)
     h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)  # [B, P, hidden]: the x tokens
     return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h)
 
@@ -104,18 +112,21 @@ class Transformer(Learner):
   num_heads: int = 2     # attention heads per block
   mlp_ratio: int = 4     # MLP width as a multiple of `hidden`
   max_points: int = 41   # longest prompt (in (x, y) pairs) the position table covers
+  attention: str = "softmax"  # softmax | linear | relu | momentum (see attention.py)
+  momentum: float = 0.9  # η of momentum attention's decayed sum of past values
 
   def __post_init__(self):
     for field in ("hidden", "num_layers", "num_heads", "mlp_ratio", "max_points"):
       if getattr(self, field) < 1:
         raise ValueError(f"transformer {field} must be >= 1, got {getattr(self, field)}")
+    attention_lib.check_kind(self.attention, self.momentum)
     if self.hidden % self.num_heads:
       raise ValueError(f"transformer hidden={self.hidden} is not divisible by "
                        f"num_heads={self.num_heads}")
 
   def _decoder(self, out_dim: int) -> Decoder:
     return Decoder(self.hidden, self.num_layers, self.num_heads, self.mlp_ratio,
-                   2 * self.max_points, out_dim)
+                   2 * self.max_points, out_dim, self.attention, self.momentum)
 
   def check_episode(self, num_points: int, dim: int) -> None:
     if num_points > self.max_points:
