@@ -11,17 +11,15 @@ Variants (`--config=configs/gd_layers.py:NAME`):
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "default"
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 
-  config.task = ml_collections.ConfigDict()
-  config.task.name = "linear_regression"  # registered task family
-  config.task.dim = 10                    # d, the input dimension
-  config.task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
-  config.task.noise_std = 0.0             # σ: y = wᵀx + σε
+  config.task = common.linear_regression_task(dim=10)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "gd_layers"  # registered learner
@@ -33,25 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.points = 11  # (x, y) pairs per prompt; position i predicts from the i before it
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 2048          # prompts per step (von Oswald et al.)
-  config.train.num_steps = 5000           # training steps
-  config.train.optimizer = "adam"         # adam | adamw | sgd
-  config.train.learning_rate = 1e-3       # peak learning rate (von Oswald et al.)
-  config.train.schedule = "constant"      # constant | warmup_cosine
-  config.train.warmup_steps = 0           # linear warm-up steps (warmup_cosine)
-  config.train.weight_decay = 0.0         # AdamW decoupled weight decay
-  config.train.grad_clip = 10.0           # global-norm clip; 0 turns it off
-  config.train.steps_per_call = 100       # training steps per host call (lax.scan)
-  config.train.log_every = 500            # steps between metric lines
-  config.train.checkpoint_every = 1000    # steps between checkpoints
-  config.train.keep_checkpoints = 3       # newest checkpoints kept
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.num_prompts = 1280  # held-out prompts
-  config.eval.batch_size = 640    # prompts per evaluation call
-  config.eval.seed = 1234         # the held-out prompts' seed, shared by all runs
-  config.eval.baselines = ("least_squares", "averaging")  # scored beside the model
+  # von Oswald et al.: batch 2048, Adam 1e-3, gradient clipping.
+  config.train = common.train_section(batch_size=2048, num_steps=5000, grad_clip=10.0,
+                                      checkpoint_every=1000)
+  config.eval = common.eval_section(("least_squares", "averaging"), batch_size=640)
 
   if variant == "default":
     pass

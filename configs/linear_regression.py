@@ -13,6 +13,8 @@ Variants (`--config=configs/linear_regression.py:NAME`):
 
 import ml_collections
 
+from configs import common
+
 SIZES = {"tiny": (64, 3, 2), "small": (128, 6, 4), "standard": (256, 12, 8)}
 
 
@@ -21,11 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 
-  config.task = ml_collections.ConfigDict()
-  config.task.name = "linear_regression"  # registered task family
-  config.task.dim = 5                     # d, the input dimension
-  config.task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
-  config.task.noise_std = 0.0             # σ: y = wᵀx + σε
+  config.task = common.linear_regression_task(dim=5)
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "transformer"  # registered learner
@@ -47,25 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.curriculum.points_increment = 2  # points added per stage
   config.data.curriculum.interval = 2000       # steps per stage
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 64            # prompts per step, over all devices
-  config.train.num_steps = 12000          # training steps
-  config.train.optimizer = "adam"         # adam | adamw | sgd
-  config.train.learning_rate = 1e-3       # peak learning rate
-  config.train.schedule = "warmup_cosine" # constant | warmup_cosine
-  config.train.warmup_steps = 1000        # linear warm-up steps (warmup_cosine)
-  config.train.weight_decay = 0.0         # AdamW decoupled weight decay
-  config.train.grad_clip = 1.0            # global-norm clip; 0 turns it off
-  config.train.steps_per_call = 100       # training steps per host call (lax.scan)
-  config.train.log_every = 500            # steps between metric lines
-  config.train.checkpoint_every = 2000    # steps between checkpoints
-  config.train.keep_checkpoints = 3       # newest checkpoints kept
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.num_prompts = 1280  # held-out prompts (Garg et al.)
-  config.eval.batch_size = 256    # prompts per evaluation call
-  config.eval.seed = 1234         # the held-out prompts' seed, shared by all runs
-  config.eval.baselines = ("least_squares", "averaging", "knn")  # scored beside the model
+  config.train = common.train_section(num_steps=12000, schedule="warmup_cosine",
+                                      warmup_steps=1000)
+  config.eval = common.eval_section(("least_squares", "averaging", "knn"))
 
   if variant == "default":
     pass

@@ -10,6 +10,9 @@ import os
 import sys
 
 from absl import app, flags, logging
+
+# Config files import shared sections from the repository's configs/ package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 from ml_collections import config_flags
 

@@ -1,0 +1,44 @@
+"""Config sections that several experiment families share, each field commented once."""
+
+import ml_collections
+
+
+def linear_regression_task(dim: int) -> ml_collections.ConfigDict:
+  task = ml_collections.ConfigDict()
+  task.name = "linear_regression"  # registered task family
+  task.dim = dim                   # d, the input dimension
+  task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
+  task.noise_std = 0.0             # σ: y = wᵀx + σε
+  return task
+
+
+def train_section(**values) -> ml_collections.ConfigDict:
+  """The `train` section; `values` set fields (all of them are listed here)."""
+  train = ml_collections.ConfigDict()
+  train.batch_size = 64            # prompts per step, over all devices
+  train.num_steps = 10000          # training steps
+  train.optimizer = "adam"         # adam | adamw | sgd
+  train.learning_rate = 1e-3       # peak learning rate
+  train.schedule = "constant"      # constant | warmup_cosine
+  train.warmup_steps = 0           # linear warm-up steps (warmup_cosine)
+  train.weight_decay = 0.0         # AdamW decoupled weight decay
+  train.grad_clip = 1.0            # global-norm clip; 0 turns it off
+  train.steps_per_call = 100       # training steps per host call (lax.scan)
+  train.log_every = 500            # steps between metric lines
+  train.checkpoint_every = 2000    # steps between checkpoints
+  train.keep_checkpoints = 3       # newest checkpoints kept
+  train.lock()                     # so that a misspelt field in `values` fails
+  train.update(values)
+  return train
+
+
+def eval_section(baselines: tuple[str, ...], **values) -> ml_collections.ConfigDict:
+  """The `eval` section: the same held-out prompts for every run of a family."""
+  evaluation = ml_collections.ConfigDict()
+  evaluation.num_prompts = 1280  # held-out prompts (Garg et al.)
+  evaluation.batch_size = 256    # prompts per evaluation call
+  evaluation.seed = 1234         # the held-out prompts' seed, shared by all runs
+  evaluation.baselines = baselines  # scored beside the model
+  evaluation.lock()
+  evaluation.update(values)
+  return evaluation
