@@ -9,6 +9,7 @@ def linear_regression_task(dim: int) -> ml_collections.ConfigDict:
   task.dim = dim                   # d, the input dimension
   task.w_scale = 1.0               # τ: w ~ N(0, τ²I)
   task.noise_std = 0.0             # σ: y = wᵀx + σε
+  task.x_distribution = "normal"   # normal: x ~ N(0, I); uniform: U(−0.5, 0.5) (von Oswald et al.)
   return task
 
 

@@ -4,7 +4,8 @@
 
 Variants (`--config=configs/gd_layers.py:NAME`):
   (none)        one LSA layer, d = 10, 11 points (N = 10 context pairs before the last query),
-                as von Oswald et al. 2022 (their x ~ U(-0.5, 0.5) and 1/2-MSE are not yet options);
+                x ~ U(-0.5, 0.5), as von Oswald et al. 2022's code (their 1/2-MSE and a loss at
+                the last query alone are not yet options: here every prefix is trained);
   recurrent2    two weight-tied layers;
   smoke         everything shrunk so a run takes seconds (tests).
 """
@@ -20,6 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0  # root of every random draw in the run
 
   config.task = common.linear_regression_task(dim=10)
+  config.task.x_distribution = "uniform"
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "gd_layers"  # registered learner
@@ -42,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.update(num_layers=2, recurrent=True)
     config.train.learning_rate = 5e-4
   elif variant == "smoke":
-    config.task.dim = 3
+    config.task.update(dim=3, x_distribution="normal")
     config.model.num_layers = 2
     config.data.points = 6
     config.train.update(batch_size=64, num_steps=40, steps_per_call=10, log_every=10,

@@ -89,6 +89,21 @@ def test_zero_loss_is_the_zero_predictor_loss(name):
     assert abs(per_prompt.mean() - 1) < 4 * error + 1e-6, (active, per_prompt.mean(), error)
 
 
+def test_uniform_inputs_of_von_oswald():
+  """x ~ U(−0.5, 0.5): inside the box, variance 1/12, and zero_loss still normalises to 1."""
+  task = make_task({"name": "linear_regression", "dim": 6, "x_distribution": "uniform",
+                    "noise_std": 0.1})
+  ep = sample(task, 3, 20_000, 4)
+  x = np.asarray(ep.x)
+  assert x.min() >= -0.5 and x.max() <= 0.5
+  np.testing.assert_allclose(x.var(), 1 / 12, rtol=0.01)
+  np.testing.assert_allclose(ep.zero_loss, 6 / 12 + 0.01, rtol=1e-6)
+  per_prompt = np.asarray(np.square(ep.y).mean(axis=(1, 2)) / ep.zero_loss)
+  assert abs(per_prompt.mean() - 1) < 4 * per_prompt.std() / math.sqrt(len(per_prompt))
+  with pytest.raises(ValueError, match="unknown x_distribution 'cauchy'; allowed: normal, uniform"):
+    make_task({"name": "linear_regression", "dim": 2, "x_distribution": "cauchy"})
+
+
 def test_sparse_weights_have_s_nonzeros_in_active_coordinates():
   task = make_task({"name": "sparse_linear_regression", "dim": 8, "sparsity": 3})
   for active, expected in ((6, 3), (3, 3), (2, 2)):

@@ -8,18 +8,23 @@ import jax.numpy as jnp
 from metalearn.tasks.base import TaskFamily
 from metalearn.tasks.registry import TASKS
 
+# E[x_i²] of each input distribution.
+_X_VARIANCE = {"normal": 1.0, "uniform": 1.0 / 12.0}
+
 
 @TASKS.register("linear_regression")
 @dataclasses.dataclass(frozen=True)
 class LinearRegression(TaskFamily):
-  """y = wᵀx + σε with w ~ N(0, τ²I), x ~ N(0, I), ε ~ N(0, 1).
+  """y = wᵀx + σε with w ~ N(0, τ²I), x ~ N(0, I) (or U(−0.5, 0.5)), ε ~ N(0, 1).
 
-  The zero predictor's expected loss is τ²·(active dims) + σ², which is Garg et
-  al.'s normaliser d when τ = 1 and σ = 0.
+  The zero predictor's expected loss is τ²·E[x_i²]·(active dims) + σ², which is
+  Garg et al.'s normaliser d when τ = 1, σ = 0 and x is normal. von Oswald et al.
+  2022's reported losses are for x ~ U(−0.5, 0.5) (their code; the text says U(−1, 1)).
   """
 
-  w_scale: float = 1.0    # τ, the prior standard deviation of each weight
-  noise_std: float = 0.0  # σ, the output noise standard deviation
+  w_scale: float = 1.0           # τ, the prior standard deviation of each weight
+  noise_std: float = 0.0         # σ, the output noise standard deviation
+  x_distribution: str = "normal"  # normal: N(0, I); uniform: U(−0.5, 0.5) per coordinate
 
   def __post_init__(self):
     super().__post_init__()
@@ -27,6 +32,9 @@ class LinearRegression(TaskFamily):
       raise ValueError(f"w_scale must be > 0, got {self.w_scale}")
     if self.noise_std < 0:
       raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+    if self.x_distribution not in _X_VARIANCE:
+      raise ValueError(f"unknown x_distribution {self.x_distribution!r}; allowed: "
+                       f"{', '.join(_X_VARIANCE)}")
 
   @property
   def ridge_lambda(self) -> float:
@@ -35,10 +43,15 @@ class LinearRegression(TaskFamily):
 
   def sample_one(self, rng, points, dim_mask):
     kx, kw, kn = jax.random.split(rng, 3)
-    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+    if self.x_distribution == "normal":
+      x = jax.random.normal(kx, (points, self.dim))
+    else:
+      x = jax.random.uniform(kx, (points, self.dim), minval=-0.5, maxval=0.5)
+    x = x * dim_mask
     w = self.w_scale * jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]
     y = x @ w + self.noise_std * jax.random.normal(kn, (points, 1))
-    zero_loss = self.w_scale**2 * jnp.sum(dim_mask) + self.noise_std**2
+    zero_loss = (self.w_scale**2 * _X_VARIANCE[self.x_distribution] * jnp.sum(dim_mask)
+                 + self.noise_std**2)
     return x, y, zero_loss, {"w": w}
 
 
