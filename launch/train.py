@@ -59,7 +59,7 @@ def main(argv):
     return
   for name, values in errors.items():
     log.info("%-16s normalised error by examples: %s", name,
-                 " ".join(f"{v:.3f}" for v in values))
+             " ".join(f"{v:.3f}" for v in values))
 
 
 def run():

@@ -129,7 +129,8 @@ def _build(config: Mapping[str, Any]) -> Experiment:
   learner.check_episode(points, task.dim)
   train = _typed(TrainConfig, _section(config, "train"), "train")
   eval_section = _section(config, "eval")
-  eval_section["baselines"] = tuple(eval_section.get("baselines", ()))
+  if "baselines" in eval_section:  # a JSON round trip turns the tuple into a list
+    eval_section["baselines"] = tuple(eval_section["baselines"])
   evaluation = _typed(EvalConfig, eval_section, "eval")
   for name in evaluation.baselines:
     make_baseline(name, task)
