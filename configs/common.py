@@ -13,6 +13,21 @@ def linear_regression_task(dim: int) -> ml_collections.ConfigDict:
   return task
 
 
+def data_section(points: int, loss_from: int = 0) -> ml_collections.ConfigDict:
+  """The `data` section: prompt length, which positions train, and Garg et al.'s curriculum."""
+  data = ml_collections.ConfigDict()
+  data.points = points        # (x, y) pairs per training prompt
+  data.loss_from = loss_from  # positions before this one do not count in the training loss
+  data.curriculum = ml_collections.ConfigDict()
+  data.curriculum.enabled = False       # grow dims and points during training
+  data.curriculum.dims_start = 5        # active dims at step 0
+  data.curriculum.dims_increment = 1    # dims added per stage
+  data.curriculum.points_start = 11     # active points at step 0
+  data.curriculum.points_increment = 2  # points added per stage
+  data.curriculum.interval = 2000       # steps per stage
+  return data
+
+
 def train_section(**values) -> ml_collections.ConfigDict:
   """The `train` section; `values` set fields (all of them are listed here)."""
   train = ml_collections.ConfigDict()

@@ -30,8 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.recurrent = False   # share one layer's weights across layers
   config.model.init_std = 0.02     # std of the random initial weights
 
-  config.data = ml_collections.ConfigDict()
-  config.data.points = 11  # (x, y) pairs per prompt; position i predicts from the i before it
+  config.data = common.data_section(points=11)  # position i predicts from the i before it
 
   # von Oswald et al.: batch 2048, Adam 1e-3, gradient clipping.
   config.train = common.train_section(batch_size=2048, num_steps=5000, grad_clip=10.0,

@@ -35,15 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.attention = "softmax"  # softmax | linear | relu | momentum
   config.model.momentum = 0.9        # η of momentum attention (Dai et al. 2022)
 
-  config.data = ml_collections.ConfigDict()
-  config.data.points = 21  # (x, y) pairs per training prompt
-  config.data.curriculum = ml_collections.ConfigDict()
-  config.data.curriculum.enabled = False       # grow dims and points during training
-  config.data.curriculum.dims_start = 5        # active dims at step 0
-  config.data.curriculum.dims_increment = 1    # dims added per stage
-  config.data.curriculum.points_start = 11     # active points at step 0
-  config.data.curriculum.points_increment = 2  # points added per stage
-  config.data.curriculum.interval = 2000       # steps per stage
+  config.data = common.data_section(points=21)
 
   config.train = common.train_section(num_steps=12000, schedule="warmup_cosine",
                                       warmup_steps=1000)

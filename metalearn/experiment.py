@@ -73,6 +73,7 @@ class Experiment:
   task: TaskFamily
   learner: Learner
   points: int
+  loss_from: int          # positions before it do not count in the training loss
   curriculum: Curriculum
   train: TrainConfig
   eval: EvalConfig
@@ -115,13 +116,20 @@ def _build(config: Mapping[str, Any]) -> Experiment:
   task = make_task(_section(config, "task"))
   learner = make_learner(_section(config, "model"))
   data = _section(config, "data")
-  points = data.pop("points", None)
+  allowed = {"points", "loss_from", "curriculum"}
+  if set(data) != allowed:
+    raise ValueError(f"config section 'data': unknown field(s) {sorted(set(data) - allowed)}, "
+                     f"missing {sorted(allowed - set(data))}; allowed: {', '.join(sorted(allowed))}")
+  points, loss_from = data["points"], data["loss_from"]
   if not isinstance(points, int) or points < 1:
     raise ValueError(f"data.points must be an integer >= 1, got {points!r}")
-  curriculum_section = dict(data.pop("curriculum", {"enabled": False}))
-  if data:
-    raise ValueError(f"config section 'data': unknown field(s) {sorted(data)}; "
-                     "allowed: curriculum, points")
+  if not isinstance(loss_from, int) or not 0 <= loss_from < points:
+    raise ValueError(f"data.loss_from must be an integer in [0, data.points={points}), "
+                     f"got {loss_from!r}")
+  task.check_points(points)
+  _check_context(learner, points, loss_from)
+  learner.check_loss(task.loss_name)
+  curriculum_section = dict(data["curriculum"])
   if curriculum_section.pop("enabled"):
     curriculum = Curriculum(dims_end=task.dim, points_end=points, **curriculum_section)
   else:
@@ -135,7 +143,20 @@ def _build(config: Mapping[str, Any]) -> Experiment:
   for name in evaluation.baselines:
     make_baseline(name, task)
   return Experiment(int(config["seed"]), config["model"]["name"], task, learner, points,
-                    curriculum, train, evaluation)
+                    loss_from, curriculum, train, evaluation)
+
+
+def _check_context(learner: Learner, points: int, loss_from: int) -> None:
+  """A fixed-context learner needs query points after its context, and only they may count."""
+  context = learner.context_points
+  if context is None:
+    return
+  if not context < points:
+    raise ValueError(f"model.context_points={context} leaves no query among data.points="
+                     f"{points}; allowed: context_points < points")
+  if loss_from < context:
+    raise ValueError(f"data.loss_from={loss_from} would train on the model's fit to its own "
+                     f"context (model.context_points={context}); allowed: loss_from >= {context}")
 
 
 def check_devices(train: TrainConfig, num_devices: int) -> None:

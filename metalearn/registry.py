@@ -45,4 +45,7 @@ class Registry:
       raise ValueError(
           f"{self.kind} {name!r} has no field(s) {', '.join(map(repr, unknown))}; "
           f"allowed: {', '.join(sorted(allowed))}")
+    # A JSON round trip (a run's saved config) turns tuples into lists; entries are
+    # static jit arguments and must stay hashable.
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     return cls(**fields, **extra)

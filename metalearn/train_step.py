@@ -67,15 +67,18 @@ def make_train_step(experiment: Experiment, num_devices: int
   optimizer = make_optimizer(train)
   local_batch = train.batch_size // num_devices
 
+  counted = (jnp.arange(experiment.points) >= experiment.loss_from).astype(jnp.float32)
+
   def loss_fn(params, episode):
-    y_hat = learner.predict(params, episode)
+    y_hat, surrogate = learner.training_terms(params, episode)
     per_point = task.loss(y_hat, episode.y)                              # [batch, points]
-    count = jnp.sum(episode.mask)
-    loss = jnp.sum(per_point * episode.mask) / count
-    normalised = jnp.sum(per_point / episode.zero_loss[:, None] * episode.mask) / count
-    extra = {name: jnp.sum(value * episode.mask) / count
+    mask = episode.mask * counted
+    count = jnp.sum(mask)
+    loss = jnp.sum(per_point * mask) / count
+    normalised = jnp.sum(per_point / episode.zero_loss[:, None] * mask) / count
+    extra = {name: jnp.sum(value * mask) / count
              for name, value in task.metrics(y_hat, episode.y).items()}
-    return loss, {"loss": loss, "normalised_loss": normalised, **extra}
+    return loss + surrogate, {"loss": loss, "normalised_loss": normalised, **extra}
 
   def one_step(state: TrainState, _):
     keys = jax.random.split(jax.random.fold_in(state.rng, state.step), train.batch_size)

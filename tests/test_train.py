@@ -37,7 +37,7 @@ def test_one_and_two_devices_give_the_same_parameters(smoke_config):
     params[devices] = unreplicate(state).params
     assert metrics["loss"].shape == (devices, smoke_config.train.steps_per_call)
   for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[2]), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # summation order differs
   initial = jax.tree.leaves(init_state(experiment).params)
   assert any(not np.allclose(a, b) for a, b in zip(initial, jax.tree.leaves(params[1])))
 

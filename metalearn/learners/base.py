@@ -20,6 +20,10 @@ class Learner:
   """
 
   trainable: bool = True
+  # None: position i is predicted from the pairs before it (every prefix at once). An int
+  # (learners that take a fixed context): every position is predicted by the model adapted
+  # on the first `context_points` pairs, so only the later positions are held-out queries.
+  context_points: int | None = None
 
   def init(self, rng: jax.Array, episode: Episode) -> Params:
     raise NotImplementedError
@@ -29,6 +33,23 @@ class Learner:
 
   def check_episode(self, num_points: int, dim: int) -> None:
     """Raises a clear error, before anything compiles, for shapes it cannot take."""
+
+  def check_loss(self, loss_name: str) -> None:
+    """Raises if the learner's own inner loop descends a loss other than the task's."""
+
+  def evaluation_variants(self, name: str) -> dict[str, "Learner"]:
+    """The settings an evaluation reports, by display name (inner loops: per step count)."""
+    return {name: self}
+
+  def training_terms(self, params: Params, episode: Episode) -> tuple[jax.Array, jax.Array]:
+    """(predictions, surrogate): the train step differentiates task loss + surrogate.
+
+    By default the predictions of `predict` and a surrogate of 0. A learner whose
+    meta-update is not the gradient of its query loss (Reptile) returns predictions
+    with gradients stopped and a surrogate whose value is 0 and whose gradient is its
+    update direction.
+    """
+    return self.predict(params, episode), jnp.zeros(())
 
 
 def predict_prefix_by_prefix(learner: Learner, params: Params, episode: Episode) -> jax.Array:

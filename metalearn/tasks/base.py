@@ -6,6 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from metalearn import losses
 from metalearn.episode import Episode, points_mask
 
 
@@ -22,10 +23,15 @@ class TaskFamily:
 
   # Width of y. Subclasses with a different output width override it.
   out_dim = 1
+  # The per-point loss (a name in metalearn.losses) that scores predictions.
+  loss_name = "squared_error"
 
   def __post_init__(self):
     if self.dim < 1:
       raise ValueError(f"task dim must be >= 1, got {self.dim}")
+
+  def check_points(self, points: int) -> None:
+    """Raises a clear error, before anything compiles, for a prompt length it cannot make."""
 
   def sample_one(self, rng: jax.Array, points: int, dim_mask: jax.Array
                  ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:
@@ -52,8 +58,8 @@ class TaskFamily:
     return Episode(x=x, y=y, mask=mask, zero_loss=zero_loss, info=info)
 
   def loss(self, y_hat: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-point loss [batch, points]: squared error summed over outputs."""
-    return jnp.sum(jnp.square(y_hat - y), axis=-1)
+    """Per-point loss [batch, points], the one `loss_name` names."""
+    return losses.get(self.loss_name)(y_hat, y)
 
   def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
     """Extra per-point metrics [batch, points] reported beside the loss."""

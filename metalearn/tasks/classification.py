@@ -25,16 +25,14 @@ class LinearClassification(TaskFamily):
   exactly log 2.
   """
 
+  loss_name = "logistic"
+
   def sample_one(self, rng, points, dim_mask):
     kx, kw = jax.random.split(rng)
     x = jax.random.normal(kx, (points, self.dim)) * dim_mask
     w = jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]
     y = _sign(x @ w)
     return x, y, jnp.asarray(math.log(2.0), jnp.float32), {"w": w}
-
-  def loss(self, y_hat: jax.Array, y: jax.Array) -> jax.Array:
-    """Per-point logistic loss [batch, points]."""
-    return jnp.sum(jax.nn.softplus(-y * y_hat), axis=-1)
 
   def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
     """Per-point accuracy [batch, points]: 1.0 where sign(ŷ) equals the label."""
