@@ -1,4 +1,4 @@
-"""Held-out evaluation: normalised error against the number of in-context examples."""
+"""Held-out evaluation: error against the number of in-context examples, and K-shot query errors."""
 
 import csv
 import functools
@@ -7,6 +7,7 @@ import os
 from typing import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metalearn.episode import Episode
@@ -60,3 +61,85 @@ def write_error_table(errors: Mapping[str, np.ndarray], directory: str) -> None:
       writer.writerow([k] + [f"{float(errors[name][k]):.6g}" for name in names])
   with open(os.path.join(directory, "errors.json"), "w") as f:
     json.dump({name: [float(v) for v in values] for name, values in errors.items()}, f, indent=1)
+
+
+def query_episodes(episode: Episode, context_points: int) -> Episode:
+  """Every query j >= context_points as a prompt of its own: the context, then (x_j, y_j).
+
+  [batch, points] -> [batch · queries, context_points + 1], so that a prefix learner
+  predicts each query from the context alone, as a fixed-context learner does, and never
+  from the queries before it.
+  """
+  queries = episode.num_points - context_points
+
+  def split(a):
+    context = jnp.broadcast_to(a[:, None, :context_points],
+                               (a.shape[0], queries, context_points) + a.shape[2:])
+    return jnp.concatenate([context, a[:, context_points:, None]], axis=2).reshape(
+        (a.shape[0] * queries, context_points + 1) + a.shape[2:])
+
+  repeat = lambda a: jnp.repeat(a, queries, axis=0)
+  return Episode(x=split(episode.x), y=split(episode.y), mask=split(episode.mask),
+                 zero_loss=repeat(episode.zero_loss), info=jax.tree.map(repeat, episode.info))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _query_metrics(learner: Learner, task: TaskFamily, context_points: int, params: Params,
+                   episode: Episode) -> dict[str, jax.Array]:
+  if learner.context_points is None:
+    y_hat = learner.predict(params, query_episodes(episode, context_points))[:, -1]
+    y_hat = y_hat.reshape(episode.batch_size, -1, y_hat.shape[-1])
+  else:
+    y_hat = learner.predict(params, episode)[:, context_points:]
+  y = episode.y[:, context_points:]
+  loss = task.loss(y_hat, y)
+  return {"loss": loss, "normalised": loss / episode.zero_loss[:, None],
+          **task.metrics(y_hat, y)}
+
+
+def query_metrics(learner: Learner, params: Params, task: TaskFamily, episode: Episode,
+                  context_points: int, batch_size: int) -> dict[str, np.ndarray]:
+  """Per-prompt, per-query loss, normalised loss and task metrics [prompts, queries].
+
+  Each query is predicted from the first `context_points` pairs of its prompt only, by any
+  learner: one with that fixed context directly, a prefix learner through `query_episodes`.
+  """
+  if learner.context_points not in (None, context_points):
+    raise ValueError(f"the learner adapts on {learner.context_points} context points; "
+                     f"allowed here: {context_points}")
+  chunks = []
+  for start in range(0, episode.batch_size, batch_size):
+    chunk = jax.tree.map(lambda a: a[start:start + batch_size], episode)
+    chunks.append(_query_metrics(learner, task, context_points, params, chunk))
+  return {name: np.concatenate([np.asarray(c[name]) for c in chunks]) for name in chunks[0]}
+
+
+def mean_and_interval(per_prompt: np.ndarray) -> tuple[float, float]:
+  """The mean over prompts and its 95% interval half-width, 1.96·std/√n (Finn et al.)."""
+  per_prompt = np.asarray(per_prompt, np.float64)
+  return float(per_prompt.mean()), float(1.96 * per_prompt.std() / np.sqrt(len(per_prompt)))
+
+
+def summarise_queries(metrics: Mapping[str, Mapping[str, np.ndarray]]
+                      ) -> dict[str, dict[str, float]]:
+  """Per learner, each metric's mean over prompts (of its mean over queries) ± 95%."""
+  table = {}
+  for learner_name, values in metrics.items():
+    row = {}
+    for metric, per_query in values.items():
+      row[metric], row[f"{metric}_ci95"] = mean_and_interval(per_query.mean(axis=1))
+    table[learner_name] = row
+  return table
+
+
+def write_query_table(table: Mapping[str, Mapping[str, float]], directory: str) -> None:
+  """Writes `query_errors.csv` (a row per learner) and `query_errors.json`."""
+  os.makedirs(directory, exist_ok=True)
+  columns = list(next(iter(table.values())))
+  with open(os.path.join(directory, "query_errors.csv"), "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["learner"] + columns)
+    for name, row in table.items():
+      writer.writerow([name] + [f"{row[c]:.6g}" for c in columns])
+  with open(os.path.join(directory, "query_errors.json"), "w") as f:
+    json.dump(table, f, indent=1)

@@ -28,3 +28,18 @@ def plot_error_by_shots(errors: Mapping[str, np.ndarray], path: str, dim: int | 
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def plot_query_errors(table: Mapping[str, Mapping[str, float]], metric: str, path: str,
+                      title: str = "") -> None:
+  """One bar per learner: a metric's mean over held-out prompts with its 95% interval."""
+  names = list(table)
+  fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names)), 4))
+  ax.bar(np.arange(len(names)), [table[n][metric] for n in names],
+         yerr=[table[n][f"{metric}_ci95"] for n in names], capsize=4, color="tab:blue")
+  ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize="small")
+  ax.set_ylabel(f"{metric} (mean ± 95% interval)")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

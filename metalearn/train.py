@@ -140,27 +140,45 @@ def train(experiment: Experiment, workdir: str,
   return unreplicate(replicated).params, step >= train_cfg.num_steps
 
 
-def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str, np.ndarray]:
-  """Scores the learner and its baselines on the same held-out prompts; writes CSV/JSON/PNG."""
+def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str, Any]:
+  """Scores the learner and its baselines on the same held-out prompts; writes CSV/JSON/PNG.
+
+  A prefix learner is scored by normalised error against the number of examples (one
+  value per position); a fixed-context learner (the MAML family) by the loss and metrics
+  of its queries, with 95% intervals, once per evaluation variant (inner-step count),
+  and its baselines on the same queries from the same context.
+  """
   cfg = experiment.eval
   episode = evaluate.held_out_episodes(experiment.task, cfg.num_prompts, experiment.points,
                                        cfg.seed)
-  learners = {experiment.learner_name: (experiment.learner, params)}
+  learners = {name: (learner, params) for name, learner in
+              experiment.learner.evaluation_variants(experiment.learner_name).items()}
   learners.update({name: (make_baseline(name, experiment.task), {}) for name in cfg.baselines})
-  errors = evaluate.error_by_shots(learners, experiment.task, episode, cfg.batch_size)
   directory = os.path.join(workdir, EVAL_DIR)
+  title = f"{type(experiment.task).__name__}, d = {experiment.task.dim}"
+  context = experiment.learner.context_points
+  if context is not None:
+    metrics = {name: evaluate.query_metrics(learner, p, experiment.task, episode, context,
+                                            cfg.batch_size)
+               for name, (learner, p) in learners.items()}
+    table = evaluate.summarise_queries(metrics)
+    evaluate.write_query_table(table, directory)
+    plots.plot_query_errors(table, "loss", os.path.join(directory, "query_errors.png"),
+                            title=f"{title}, {context} context points")
+    return table
+  errors = evaluate.error_by_shots(learners, experiment.task, episode, cfg.batch_size)
   evaluate.write_error_table(errors, directory)
   plots.plot_error_by_shots(errors, os.path.join(directory, "errors.png"), dim=experiment.task.dim,
-                            title=f"{type(experiment.task).__name__}, d = {experiment.task.dim}")
+                            title=title)
   return errors
 
 
 def train_and_evaluate(config: Mapping[str, Any], workdir: str,
                        should_stop: Callable[[int], bool] | None = None
-                       ) -> dict[str, np.ndarray] | None:
+                       ) -> dict[str, Any] | None:
   """Checks the config, trains or resumes in `workdir`, then evaluates.
 
-  Returns the normalised errors by number of examples per learner, or None if
+  Returns what `evaluate_run` returns, or None if
   the run stopped early (SIGTERM or `should_stop`) and is left to be resumed.
   """
   experiment = build_experiment(config)

@@ -4,8 +4,10 @@ import csv
 import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from metalearn import evaluate, plots
 from metalearn.learners import Learner
@@ -60,3 +62,45 @@ def test_tables_and_plot_are_written(tmp_path):
   assert json.loads((tmp_path / "errors.json").read_text())["a"] == [1.0, 0.5, 0.25]
   plots.plot_error_by_shots(errors, str(tmp_path / "errors.png"), dim=2, title="t")
   assert (tmp_path / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_query_episodes_predict_each_query_from_the_context_alone():
+  from metalearn.learners import make_baseline
+  task = make_task({"name": "linear_regression", "dim": 3})
+  episode = evaluate.held_out_episodes(task, 5, 8, 2)
+  split = evaluate.query_episodes(episode, 3)
+  assert split.x.shape == (5 * 5, 4, 3) and split.zero_loss.shape == (25,)
+  np.testing.assert_array_equal(split.x[7, :3], episode.x[1, :3])   # prompt 1, query 2
+  np.testing.assert_array_equal(split.x[7, 3], episode.x[1, 5])
+  np.testing.assert_array_equal(split.info["w"][7], episode.info["w"][1])
+  ridge = make_baseline("ridge", task)
+  metrics = evaluate.query_metrics(ridge, {}, task, episode, context_points=3, batch_size=2)
+  assert metrics["loss"].shape == (5, 5)
+  for b in range(5):
+    x, y = np.asarray(episode.x[b], np.float64), np.asarray(episode.y[b], np.float64)
+    w = np.linalg.solve(x[:3].T @ x[:3] + np.eye(3), x[:3].T @ y[:3])   # ridge, λ = 1
+    np.testing.assert_allclose(metrics["loss"][b], ((x[3:] @ w - y[3:]) ** 2)[:, 0], rtol=1e-4)
+
+
+def test_query_metrics_of_a_fixed_context_learner_read_its_query_positions():
+  from metalearn.learners.inner_loop import MAML
+  task = make_task({"name": "sinusoid"})
+  episode = evaluate.held_out_episodes(task, 6, 9, 3)
+  learner = MAML(widths=(4,), context_points=4, inner_steps=1)
+  params = learner.init(jax.random.PRNGKey(0), episode)
+  metrics = evaluate.query_metrics(learner, params, task, episode, 4, batch_size=4)
+  y_hat = learner.predict(params, episode)
+  np.testing.assert_allclose(metrics["loss"], np.square(y_hat - episode.y)[:, 4:, 0], rtol=1e-5)
+  np.testing.assert_allclose(metrics["normalised"], metrics["loss"] / task.zero_loss, rtol=1e-5)
+  with pytest.raises(ValueError, match="adapts on 4 context points; allowed here: 5"):
+    evaluate.query_metrics(learner, params, task, episode, 5, batch_size=4)
+
+
+def test_mean_and_interval_is_finns_196_std_over_root_n():
+  values = np.array([1.0, 2.0, 3.0, 6.0])
+  mean, half = evaluate.mean_and_interval(values)
+  assert mean == 3.0
+  np.testing.assert_allclose(half, 1.96 * np.sqrt(np.mean((values - 3.0) ** 2)) / 2.0)
+  table = evaluate.summarise_queries({"a": {"loss": np.array([[1.0, 3.0], [5.0, 7.0]])}})
+  assert table["a"]["loss"] == 4.0
+  np.testing.assert_allclose(table["a"]["loss_ci95"], 1.96 * 2.0 / np.sqrt(2))

@@ -11,6 +11,9 @@ from metalearn.experiment import ConfigError, build_experiment
 
 CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"],
            "gd_layers": ["default", "recurrent2", "smoke"]}
+CONFIGS["sinusoid"] = [f"{learner}{size}" for learner in
+                       ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
+                       for size in ("", "-smoke")]
 
 
 @pytest.mark.parametrize("family, variant",
@@ -62,3 +65,30 @@ def test_curriculum_start_past_its_end_is_refused(smoke_config):
   smoke_config.data.curriculum.dims_start = 9
   with pytest.raises(ConfigError, match=r"dims_start=9 must be in \[1, 3\]"):
     build_experiment(smoke_config)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.loss_from": 20}, r"data.loss_from must be an integer in \[0, data.points=20\), got 20"),
+    ({"data.loss_from": 5}, r"data.loss_from=5 would train on the model's fit to its own context "
+                            r"\(model.context_points=10\); allowed: loss_from >= 10"),
+    ({"model.context_points": 20}, r"model.context_points=20 leaves no query among "
+                                   r"data.points=20; allowed: context_points < points"),
+    ({"model.inner_loss": "logistic"}, "inner_loss='logistic' differs from the task's loss "
+                                       "'squared_error'"),
+])
+def test_fixed_context_settings_are_checked(overrides, message):
+  from configs.sinusoid import get_config
+  config = get_config("maml-smoke")
+  for path, value in overrides.items():
+    section, field = path.split(".")
+    config[section][field] = value
+  with pytest.raises(ConfigError, match=message):
+    build_experiment(config)
+
+
+def test_the_data_section_must_name_loss_from():
+  from configs.linear_regression import get_config
+  config = get_config("smoke").to_dict()
+  del config["data"]["loss_from"]
+  with pytest.raises(ConfigError, match=r"config section 'data'.*missing \['loss_from'\]"):
+    build_experiment(config)
