@@ -58,8 +58,12 @@ def main(argv):
     log.info("stopped early; relaunch the same command to resume")
     return
   for name, values in errors.items():
-    log.info("%-16s normalised error by examples: %s", name,
-             " ".join(f"{v:.3f}" for v in values))
+    if isinstance(values, dict):  # a fixed-context learner's query table
+      log.info("%-22s %s", name, "  ".join(f"{metric} {value:.4g}" for metric, value
+                                           in values.items() if not metric.endswith("_ci95")))
+    else:
+      log.info("%-16s normalised error by examples: %s", name,
+               " ".join(f"{v:.3f}" for v in values))
 
 
 def run():

@@ -9,9 +9,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _launch(workdir, *overrides):
+def _launch(workdir, *overrides, config="linear_regression.py:smoke"):
   command = [sys.executable, os.path.join(ROOT, "launch", "train.py"),
-             "--config=" + os.path.join(ROOT, "configs", "linear_regression.py:smoke"),
+             "--config=" + os.path.join(ROOT, "configs", config),
              f"--workdir={workdir}", *overrides]
   return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
@@ -50,3 +50,11 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
   assert len(saved) == 1 and 0 < saved[0] < 100000
   assert f"stopping at step {saved[0]} on request" in stderr
   assert not (workdir / "eval").exists()
+
+
+def test_a_maml_run_launches_and_prints_its_query_table(tmp_path):
+  process = _launch(tmp_path / "run", config="sinusoid.py:fomaml-smoke")
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr
+  assert "maml, 10 steps" in stderr and "loss " in stderr and "knn" in stderr
+  assert (tmp_path / "run" / "eval" / "query_errors.csv").exists()
