@@ -55,6 +55,7 @@ def eval_section(baselines: tuple[str, ...], **values) -> ml_collections.ConfigD
   evaluation.batch_size = 256    # prompts per evaluation call
   evaluation.seed = 1234         # the held-out prompts' seed, shared by all runs
   evaluation.baselines = baselines  # scored beside the model
+  evaluation.task_overrides = ml_collections.ConfigDict()  # task fields held-out episodes change
   evaluation.lock()
   evaluation.update(values)
   return evaluation

@@ -57,6 +57,7 @@ class EvalConfig:
   batch_size: int
   seed: int
   baselines: tuple[str, ...]
+  task_overrides: tuple[tuple[str, Any], ...]  # task fields that differ for held-out episodes
 
   def __post_init__(self):
     for name in ("num_prompts", "batch_size"):
@@ -71,6 +72,7 @@ class Experiment:
   seed: int
   learner_name: str
   task: TaskFamily
+  eval_task: TaskFamily   # the held-out episodes' family: `task` with eval.task_overrides
   learner: Learner
   points: int
   loss_from: int          # positions before it do not count in the training loss
@@ -139,11 +141,31 @@ def _build(config: Mapping[str, Any]) -> Experiment:
   eval_section = _section(config, "eval")
   if "baselines" in eval_section:  # a JSON round trip turns the tuple into a list
     eval_section["baselines"] = tuple(eval_section["baselines"])
+  if "task_overrides" in eval_section:  # hashable, as the experiment is a static argument
+    eval_section["task_overrides"] = tuple(sorted(dict(eval_section["task_overrides"]).items()))
   evaluation = _typed(EvalConfig, eval_section, "eval")
+  eval_task = _eval_task(config, task, evaluation.task_overrides)
+  eval_task.check_points(points)
   for name in evaluation.baselines:
     make_baseline(name, task)
-  return Experiment(int(config["seed"]), config["model"]["name"], task, learner, points,
-                    loss_from, curriculum, train, evaluation)
+  return Experiment(int(config["seed"]), config["model"]["name"], task, eval_task, learner,
+                    points, loss_from, curriculum, train, evaluation)
+
+
+def _eval_task(config: Mapping[str, Any], task: TaskFamily,
+               overrides: tuple[tuple[str, Any], ...]) -> TaskFamily:
+  """The held-out family (e.g. a few-shot task's test classes); its shapes must be the task's."""
+  if not overrides:
+    return task
+  if "name" in dict(overrides):
+    raise ValueError("eval.task_overrides may change a task's fields, not its name")
+  eval_task = make_task({**dict(config["task"]), **dict(overrides)})
+  for attribute in ("dim", "out_dim", "loss_name"):
+    if getattr(eval_task, attribute) != getattr(task, attribute):
+      raise ValueError(f"eval.task_overrides change the task's {attribute} from "
+                       f"{getattr(task, attribute)!r} to {getattr(eval_task, attribute)!r}; "
+                       "held-out episodes must have the training episodes' shapes")
+  return eval_task
 
 
 def _check_context(learner: Learner, points: int, loss_from: int) -> None:

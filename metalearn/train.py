@@ -144,21 +144,22 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str,
   """Scores the learner and its baselines on the same held-out prompts; writes CSV/JSON/PNG.
 
   A prefix learner is scored by normalised error against the number of examples (one
-  value per position); a fixed-context learner (the MAML family) by the loss and metrics
-  of its queries, with 95% intervals, once per evaluation variant (inner-step count),
-  and its baselines on the same queries from the same context.
+  value per position); a fixed-context learner (the MAML family), or any learner on a
+  task with a fixed support set (few-shot episodes), by the loss and metrics of its
+  queries, each predicted from that context alone, with 95% intervals, once per
+  evaluation variant (inner-step count), beside its baselines on the same queries.
   """
   cfg = experiment.eval
-  episode = evaluate.held_out_episodes(experiment.task, cfg.num_prompts, experiment.points,
-                                       cfg.seed)
+  task = experiment.eval_task
+  episode = evaluate.held_out_episodes(task, cfg.num_prompts, experiment.points, cfg.seed)
   learners = {name: (learner, params) for name, learner in
               experiment.learner.evaluation_variants(experiment.learner_name).items()}
-  learners.update({name: (make_baseline(name, experiment.task), {}) for name in cfg.baselines})
+  learners.update({name: (make_baseline(name, task), {}) for name in cfg.baselines})
   directory = os.path.join(workdir, EVAL_DIR)
-  title = f"{type(experiment.task).__name__}, d = {experiment.task.dim}"
-  context = experiment.learner.context_points
+  title = f"{type(task).__name__}, d = {task.dim}"
+  context = experiment.learner.context_points or task.context_points
   if context is not None:
-    metrics = {name: evaluate.query_metrics(learner, p, experiment.task, episode, context,
+    metrics = {name: evaluate.query_metrics(learner, p, task, episode, context,
                                             cfg.batch_size)
                for name, (learner, p) in learners.items()}
     table = evaluate.summarise_queries(metrics)
@@ -166,9 +167,9 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str,
     plots.plot_query_errors(table, "loss", os.path.join(directory, "query_errors.png"),
                             title=f"{title}, {context} context points")
     return table
-  errors = evaluate.error_by_shots(learners, experiment.task, episode, cfg.batch_size)
+  errors = evaluate.error_by_shots(learners, task, episode, cfg.batch_size)
   evaluate.write_error_table(errors, directory)
-  plots.plot_error_by_shots(errors, os.path.join(directory, "errors.png"), dim=experiment.task.dim,
+  plots.plot_error_by_shots(errors, os.path.join(directory, "errors.png"), dim=task.dim,
                             title=title)
   return errors
 

@@ -14,6 +14,9 @@ CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard"
 CONFIGS["sinusoid"] = [f"{learner}{size}" for learner in
                        ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
                        for size in ("", "-smoke")]
+CONFIGS["fewshot"] = [f"{learner}-{shots}{size}" for learner in
+                      ("maml", "fomaml", "anil", "transformer") for shots in ("1shot", "5shot")
+                      for size in ("", "-smoke")]
 
 
 @pytest.mark.parametrize("family, variant",
@@ -92,3 +95,29 @@ def test_the_data_section_must_name_loss_from():
   del config["data"]["loss_from"]
   with pytest.raises(ConfigError, match=r"config section 'data'.*missing \['loss_from'\]"):
     build_experiment(config)
+
+
+def test_held_out_episodes_come_from_the_overridden_task():
+  from configs.fewshot import get_config
+  experiment = build_experiment(get_config("maml-1shot-smoke"))
+  assert experiment.task.split == "train" and experiment.eval_task.split == "test"
+  assert experiment.eval_task.ways == experiment.task.ways
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"name": "sinusoid"}, "eval.task_overrides may change a task's fields, not its name"),
+    ({"ways": 3}, "eval.task_overrides change the task's out_dim from 5 to 3"),
+    ({"colour": True}, "has no field.*'colour'"),
+])
+def test_bad_task_overrides_are_named(overrides, message):
+  from configs.fewshot import get_config
+  config = get_config("anil-1shot-smoke")
+  config.eval.task_overrides = overrides
+  with pytest.raises(ConfigError, match=message):
+    build_experiment(config)
+
+
+def test_unknown_fewshot_variant_names_the_grammar():
+  from configs.fewshot import get_config
+  with pytest.raises(ValueError, match=r"unknown variant 'maml-2shot'.*\[omniglot-\]"):
+    get_config("maml-2shot")

@@ -25,6 +25,9 @@ class TaskFamily:
   out_dim = 1
   # The per-point loss (a name in metalearn.losses) that scores predictions.
   loss_name = "squared_error"
+  # None, or the size of the support set every episode opens with (few-shot episodes):
+  # evaluation then scores each query from that support set alone.
+  context_points = None
 
   def __post_init__(self):
     if self.dim < 1:
