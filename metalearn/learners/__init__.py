@@ -1,5 +1,7 @@
 """Learners: every inner loop behind one interface (`init`, `predict`)."""
 
+import dataclasses
+
 from metalearn.learners.base import Learner, predict_prefix_by_prefix
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners import transformer  # noqa: F401  (registers its learners)
@@ -8,6 +10,7 @@ from metalearn.learners import gd_layers  # noqa: F401  (registers its learners)
 from metalearn.learners import inner_loop  # noqa: F401  (registers its learners)
 from metalearn.learners import imaml  # noqa: F401  (registers its learners)
 from metalearn.learners import reptile  # noqa: F401  (registers its learners)
+from metalearn.learners import finetune  # noqa: F401  (registers its learners)
 
 
 def make_learner(section) -> Learner:
@@ -15,9 +18,16 @@ def make_learner(section) -> Learner:
   return LEARNERS.build(section)
 
 
+def _is_baseline(cls: type) -> bool:
+  """No meta-parameters, and every field has a default, so the name alone builds it."""
+  return not cls.trainable and all(
+      f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+      for f in dataclasses.fields(cls))
+
+
 def baseline_names() -> list[str]:
-  """The learners without meta-parameters, plus 'bayes_ridge'."""
-  return sorted([n for n in LEARNERS.names if not LEARNERS.get(n).trainable] + ["bayes_ridge"])
+  """The learners without meta-parameters that their name alone builds, plus 'bayes_ridge'."""
+  return sorted([n for n in LEARNERS.names if _is_baseline(LEARNERS.get(n))] + ["bayes_ridge"])
 
 
 def make_baseline(name: str, task) -> Learner:
