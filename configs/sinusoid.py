@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.step_size = 0.01         # inner step size α (Finn et al.'s text)
   config.model.inner_loss = "squared_error"  # the task's loss
   config.model.remat = False            # recompute inner steps in the backward pass
+  config.model.unroll = True            # unroll the inner scan (faster for this small MLP)
 
   # K context then K query points; the loss counts the queries only.
   config.data = common.data_section(points=20, loss_from=10)

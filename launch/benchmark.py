@@ -1,6 +1,10 @@
-"""Training steps per second of the transformer sizes, with the project's own train step.
+"""Training speed of the project's own train step: transformer sizes, and the MAML family.
 
     python launch/benchmark.py --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
+    python launch/benchmark.py --suite=inner_loop --output=benchmarks/RESULTS.md
+
+`--suite=inner_loop` times meta-training on the sinusoid and measures meta-gradient memory
+(see launch/inner_loop_benchmark.py); the rest of this docstring is the transformer suite.
 
 Garg et al.'s shapes: batch 64, 41 points, d = 20 (configs/linear_regression.py:garg, :small,
 :standard). Each size compiles once; the compile call and one more call are warm-up and not
@@ -38,8 +42,12 @@ VARIANTS = {"tiny": "garg", "small": "small", "standard": "standard"}
 # of machine, and the goal for each size (2x / 1.3x / 1.1x faster).
 PYTORCH_MS = {"tiny": 230.0, "small": 1150.0, "standard": 6700.0}
 SPEEDUP_GOAL = {"tiny": 2.0, "small": 1.3, "standard": 1.1}
-BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
+MARKERS = {"transformer": ("<!-- benchmark:begin -->", "<!-- benchmark:end -->"),
+           "inner_loop": ("<!-- benchmark-inner-loop:begin -->",
+                          "<!-- benchmark-inner-loop:end -->")}
 
+_SUITE = flags.DEFINE_enum("suite", "transformer", list(MARKERS), "what to time: the "
+                           "transformer sizes, or the MAML family (speed and memory)")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "standard"], "sizes to time: tiny, small, "
                            "standard")
 _CALLS = flags.DEFINE_integer("calls", 5, "timed host calls per size (after 2 warm-up calls)")
@@ -161,23 +169,63 @@ def table(rows: list[dict], peak: float, machine: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write(path: str, block: str, append: bool) -> None:
+def write(path: str, block: str, append: bool, suite: str = "transformer") -> None:
+  """Replaces the suite's generated block in `path` (or appends, or starts the file)."""
+  begin, end = MARKERS[suite]
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   old = open(path).read() if os.path.exists(path) else ""
   if append:
     text = old.rstrip("\n") + "\n\n" + block if old else block
-  elif BEGIN in old and END in old:
-    head, rest = old.split(BEGIN, 1)
-    text = head + BEGIN + "\n" + block + END + rest.split(END, 1)[1]
+  elif begin in old and end in old:
+    head, rest = old.split(begin, 1)
+    text = head + begin + "\n" + block + end + rest.split(end, 1)[1]
+  elif old:
+    text = old.rstrip("\n") + f"\n\n{begin}\n{block}{end}\n"
   else:
-    text = f"# Benchmarks\n\n{BEGIN}\n{block}{END}\n" + (("\n" + old) if old else "")
+    text = f"# Benchmarks\n\n{begin}\n{block}{end}\n"
   with open(path, "w") as out:
     out.write(text)
+
+
+def machine_line(num_devices: int) -> str:
+  return (f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}: {cpu_model()}, "
+          f"{os.cpu_count()} cores, jax {jax.__version__}, {num_devices} device(s), load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def inner_loop_suite() -> str:
+  """The MAML family's speed (sinusoid) and memory (conv-4, 20-way 5-shot) tables."""
+  import inner_loop_benchmark as bench
+  load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  speed = []
+  for variant, steps in (("maml", 1), ("maml", 5), ("fomaml", 1), ("anil", 1), ("imaml", 5)):
+    speed.append(bench.time_meta_training(variant, steps, 1000, _CALLS.value))
+    print(f"{variant}, {steps} inner steps: {speed[-1]['tasks_per_s']:,.0f} tasks/s", flush=True)
+  memory = bench.memory_rows()
+  lines = [f"### MAML family: {machine_line(1)} (before: {load_before})", "",
+           "Meta-training speed, configs/sinusoid.py (1-40-40-1 MLP, K = 10 + 10, meta-batch 25), "
+           f"one device, median of {_CALLS.value} host calls of 1,000 meta-steps after 2 "
+           "warm-up calls:", ""]
+  lines += bench.speed_table(speed)
+  lines += ["", "Compiled temporary memory of one meta-gradient (XLA memory_analysis), conv-4 "
+            "(64 filters, 28x28), one 20-way 5-shot episode with 5 queries per class:", ""]
+  lines += bench.memory_table(memory)
+  if _NOTE.value:
+    lines += ["", f"- {_NOTE.value}"]
+  return "\n".join(lines) + "\n"
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _SUITE.value == "inner_loop":
+    global jax
+    import jax
+    block = inner_loop_suite()
+    print(block)
+    if _OUTPUT.value:
+      write(_OUTPUT.value, block, _APPEND.value, "inner_loop")
+    return
   unknown = [s for s in _SIZES.value if s not in VARIANTS]
   if unknown:
     raise app.UsageError(f"unknown size(s) {unknown}; allowed: {', '.join(VARIANTS)}")
@@ -212,7 +260,7 @@ def main(argv):
   block = table(rows, peak, machine)
   print(block)
   if _OUTPUT.value:
-    write(_OUTPUT.value, block, _APPEND.value)
+    write(_OUTPUT.value, block, _APPEND.value, "transformer")
 
 
 if __name__ == "__main__":

@@ -163,9 +163,10 @@ def test_imaml_meta_gradient_equals_a_dense_solve():
     params = _init(learner, episode)
     flat, unravel = ravel_pytree(params["net"])
     grads = ravel_pytree(jax.grad(lambda p: _query_loss(learner, p, episode))(params))[0]
-    x, y, w = episode.x[0], episode.y[0], learner.context_weights(episode)[0]
+    x, y = episode.x[0], episode.y[0]
     net = learner.base_network()
-    phi = ravel_pytree(learner.solve(params["net"], (x, y, w, jnp.asarray(0.2))))[0]
+    context = (x[:CONTEXT], y[:CONTEXT], episode.mask[0, :CONTEXT], jnp.asarray(0.2))
+    phi = ravel_pytree(learner.solve(params["net"], context))[0]
     context_loss = lambda v: jnp.mean(jnp.square(net.apply(unravel(v), x[:CONTEXT]) - y[:CONTEXT]))
     query_loss = lambda v: jnp.mean(jnp.square(net.apply(unravel(v), x[CONTEXT:]) - y[CONTEXT:]))
     hessian = np.asarray(jax.hessian(context_loss)(phi))
@@ -284,3 +285,15 @@ def test_inner_loss_must_be_the_tasks_and_conv4_needs_whole_images():
     MAML().check_loss(make_task({"name": "linear_classification", "dim": 2}).loss_name)
   with pytest.raises(ValueError, match="multiple of 64 values.*got dim=10"):
     MAML(network="conv4", image_size=8).check_episode(5, 10)
+
+
+def test_unrolled_inner_loop_equals_the_rolled_one():
+  episode = _episode()
+  rolled = MAML(widths=(6,), context_points=CONTEXT, inner_steps=3, step_size=0.2)
+  unrolled = MAML(widths=(6,), context_points=CONTEXT, inner_steps=3, step_size=0.2, unroll=True)
+  params = _init(rolled, episode)
+  np.testing.assert_allclose(rolled.predict(params, episode), unrolled.predict(params, episode),
+                             rtol=1e-5, atol=1e-6)
+  a = jax.grad(lambda p: _query_loss(rolled, p, episode))(params)
+  b = jax.grad(lambda p: _query_loss(unrolled, p, episode))(params)
+  np.testing.assert_allclose(ravel_pytree(a)[0], ravel_pytree(b)[0], rtol=1e-4, atol=1e-6)

@@ -58,8 +58,8 @@ class IMAML(InnerLoop):
     if self.cg_steps < 1:
       raise ValueError(f"IMAML cg_steps must be >= 1, got {self.cg_steps}")
 
-  def adapt_and_apply(self, params, x, y, weights, step_size):
-    phi = self.proximal_solution(params["net"], (x, y, weights, jnp.asarray(step_size)))
+  def adapt_and_apply(self, params, context, x, step_size):
+    phi = self.proximal_solution(params["net"], (*context, jnp.asarray(step_size)))
     return self.base_network().apply(phi, x)
 
   def context_loss(self, data) -> Callable[[Any], jax.Array]:
@@ -76,12 +76,12 @@ class IMAML(InnerLoop):
       return context_loss(phi) + 0.5 * self.lam * _dot(offset, offset)
 
     step = lambda phi, _: (gradient_step(phi, jax.grad(proximal)(phi), step_size), None)
-    return jax.lax.scan(step, theta, None, length=self.inner_steps)[0]
+    return jax.lax.scan(step, theta, None, length=self.inner_steps, unroll=self.unroll)[0]
 
   def proximal_solution(self, theta: Any, data) -> Any:
     """φ* from θ, differentiable: its vector-Jacobian product is the implicit one.
 
-    `data` = (x, y, context weights, step size) goes in as an argument, not a closure,
+    `data` = (context x, y, weights, step size) goes in as an argument, not a closure,
     because a custom VJP may not close over values that vmap traces.
     """
     @jax.custom_vjp

@@ -52,6 +52,9 @@ class InnerLoop(Learner):
   step_size: float = 0.01         # inner step size α
   inner_loss: str = "squared_error"  # the loss the inner loop descends (metalearn.losses)
   remat: bool = False             # recompute each inner step in the backward pass (flat memory)
+  # Unroll the inner scan: XLA fuses across steps (second-order MAML on the sinusoid MLP ran
+  # 1.5x faster) but keeps more buffers live (conv-4 meta-gradient memory grew with the steps).
+  unroll: bool = False
 
   def __post_init__(self):
     self.base_network()  # validates the network fields
@@ -87,10 +90,14 @@ class InnerLoop(Learner):
     self.check_episode(episode.num_points, episode.dim)
     return {"net": self.base_network().init(rng, episode.x[0], episode.y.shape[-1])}
 
-  def context_weights(self, episode: Episode) -> jax.Array:
-    """[batch, points]: 1 on the context pairs the inner loop trains on."""
-    in_context = jnp.arange(episode.num_points) < self.context_points
-    return episode.mask * in_context
+  def context(self, episode: Episode) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(x, y, weights) of the context pairs [batch, context_points, ...] the inner loop fits.
+
+    Sliced statically, so the inner loop never computes on the queries; the weights are
+    the episode's mask there (a masked-off pair does not count).
+    """
+    k = self.context_points
+    return episode.x[:, :k], episode.y[:, :k], episode.mask[:, :k]
 
   def predict(self, params: Params, episode: Episode) -> jax.Array:
     return self.predict_with(params, episode, self.step_size)
@@ -98,8 +105,8 @@ class InnerLoop(Learner):
   def predict_with(self, params: Params, episode: Episode, step_size: jax.Array | float
                    ) -> jax.Array:
     """Every position predicted by the network adapted on the context, step size traced."""
-    adapt = lambda x, y, w: self.adapt_and_apply(params, x, y, w, step_size)
-    return jax.vmap(adapt)(episode.x, episode.y, self.context_weights(episode))
+    adapt = lambda context, x: self.adapt_and_apply(params, context, x, step_size)
+    return jax.vmap(adapt)(self.context(episode), episode.x)
 
   def inner_objective(self, apply: Callable[[Any], jax.Array], y: jax.Array,
                       weights: jax.Array) -> Callable[[Any], jax.Array]:
@@ -120,13 +127,15 @@ class InnerLoop(Learner):
       return gradient_step(phi, grads, rate), None
 
     if self.remat:
-      step = jax.checkpoint(step)
-    phi, _ = jax.lax.scan(step, start, None, length=self.inner_steps)
+      # The scan already keeps XLA from merging the recomputation with the forward pass;
+      # with CSE prevention on top, a 1-step loop (which XLA unrolls) took 7% more memory.
+      step = jax.checkpoint(step, prevent_cse=False)
+    phi, _ = jax.lax.scan(step, start, None, length=self.inner_steps, unroll=self.unroll)
     return phi
 
-  def adapt_and_apply(self, params: Params, x: jax.Array, y: jax.Array, weights: jax.Array,
-                      step_size: jax.Array | float) -> jax.Array:
-    """One episode: adapt on the weighted context, predict all of x [P, dim] -> [P, out]."""
+  def adapt_and_apply(self, params: Params, context: tuple[jax.Array, jax.Array, jax.Array],
+                      x: jax.Array, step_size: jax.Array | float) -> jax.Array:
+    """One episode: adapt on context = (x_c, y_c, weights), predict x [P, dim] -> [P, out]."""
     raise NotImplementedError
 
 
@@ -137,9 +146,9 @@ class MAML(InnerLoop):
 
   first_order: bool = False  # hold the inner gradients constant (first-order MAML)
 
-  def adapt_and_apply(self, params, x, y, weights, step_size):
-    net = self.base_network()
-    objective = self.inner_objective(lambda phi: net.apply(phi, x), y, weights)
+  def adapt_and_apply(self, params, context, x, step_size):
+    net, (x_c, y_c, weights) = self.base_network(), context
+    objective = self.inner_objective(lambda phi: net.apply(phi, x_c), y_c, weights)
     phi = self.descend(objective, params["net"], step_size, self.first_order)
     return net.apply(phi, x)
 
@@ -162,9 +171,9 @@ class MetaSGD(InnerLoop):
   def predict(self, params, episode):
     return self.predict_with(params, episode, 1.0)
 
-  def adapt_and_apply(self, params, x, y, weights, step_size):
-    net = self.base_network()
-    objective = self.inner_objective(lambda phi: net.apply(phi, x), y, weights)
+  def adapt_and_apply(self, params, context, x, step_size):
+    net, (x_c, y_c, weights) = self.base_network(), context
+    objective = self.inner_objective(lambda phi: net.apply(phi, x_c), y_c, weights)
     rates = jax.tree.map(lambda r: step_size * r, params["step_sizes"])
     phi = self.descend(objective, params["net"], rates, self.first_order)
     return net.apply(phi, x)
@@ -177,9 +186,10 @@ class ANIL(InnerLoop):
 
   first_order: bool = False  # hold the inner gradients constant
 
-  def adapt_and_apply(self, params, x, y, weights, step_size):
-    net = self.base_network()
+  def adapt_and_apply(self, params, context, x, step_size):
+    net, (x_c, y_c, weights) = self.base_network(), context
     features = net.features(params["net"]["body"], x)
-    objective = self.inner_objective(lambda head: net.head(head, features), y, weights)
+    context_features = net.features(params["net"]["body"], x_c)
+    objective = self.inner_objective(lambda head: net.head(head, context_features), y_c, weights)
     head = self.descend(objective, params["net"]["head"], step_size, self.first_order)
     return net.head(head, features)

@@ -21,17 +21,17 @@ from metalearn.learners.registry import LEARNERS
 class Reptile(InnerLoop):
   """All weights adapt by `inner_steps` SGD steps on the context; no meta-gradient is taken."""
 
-  def adapted(self, params, x, y, weights, step_size):
-    net = self.base_network()
-    objective = self.inner_objective(lambda phi: net.apply(phi, x), y, weights)
+  def adapted(self, params, context, step_size):
+    net, (x_c, y_c, weights) = self.base_network(), context
+    objective = self.inner_objective(lambda phi: net.apply(phi, x_c), y_c, weights)
     return self.descend(objective, jax.lax.stop_gradient(params["net"]), step_size, True)
 
-  def adapt_and_apply(self, params, x, y, weights, step_size):
-    return self.base_network().apply(self.adapted(params, x, y, weights, step_size), x)
+  def adapt_and_apply(self, params, context, x, step_size):
+    return self.base_network().apply(self.adapted(params, context, step_size), x)
 
   def training_terms(self, params, episode):
-    phi = jax.vmap(lambda x, y, w: self.adapted(params, x, y, w, self.step_size))(
-        episode.x, episode.y, self.context_weights(episode))
+    phi = jax.vmap(lambda context: self.adapted(params, context, self.step_size))(
+        self.context(episode))
     y_hat = jax.lax.stop_gradient(jax.vmap(self.base_network().apply)(phi, episode.x))
     direction = jax.tree.map(lambda t, p: jax.lax.stop_gradient(t - jnp.mean(p, axis=0)),
                              params["net"], phi)
