@@ -10,7 +10,7 @@ from metalearn.curriculum import Curriculum
 from metalearn.experiment import ConfigError, build_experiment
 
 CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"],
-           "gd_layers": ["default", "recurrent2", "smoke"]}
+           "gd_layers": ["default", "recurrent2", "from_gd", "recurrent2_from_gd", "smoke"]}
 CONFIGS["sinusoid"] = [f"{learner}{size}" for learner in
                        ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
                        for size in ("", "-smoke")]

@@ -7,6 +7,7 @@ from metalearn.learners.registry import LEARNERS
 from metalearn.learners import transformer  # noqa: F401  (registers its learners)
 from metalearn.learners import baselines  # noqa: F401  (registers its learners)
 from metalearn.learners import gd_layers  # noqa: F401  (registers its learners)
+from metalearn.learners import gd_solvers  # noqa: F401  (registers its learners)
 from metalearn.learners import inner_loop  # noqa: F401  (registers its learners)
 from metalearn.learners import imaml  # noqa: F401  (registers its learners)
 from metalearn.learners import reptile  # noqa: F401  (registers its learners)
