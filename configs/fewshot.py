@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.max_points = points   # longest prompt in (x, y) pairs
     config.model.attention = "softmax"  # softmax | linear | relu | momentum
     config.model.momentum = 0.9        # η of momentum attention (unused by softmax)
+    config.model.layout = "interleaved"  # tokens: interleaved | akyurek | concatenated
     # Every position is a prediction from the pairs before it; evaluation scores each query
     # from the support set alone.
     config.data = common.data_section(points=points)

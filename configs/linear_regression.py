@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.max_points = 21       # longest prompt in (x, y) pairs
   config.model.attention = "softmax"  # softmax | linear | relu | momentum
   config.model.momentum = 0.9        # η of momentum attention (Dai et al. 2022)
+  config.model.layout = "interleaved"  # tokens: interleaved | akyurek | concatenated
 
   config.data = common.data_section(points=21)
 

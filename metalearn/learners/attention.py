@@ -14,9 +14,11 @@ def check_kind(kind: str, momentum: float) -> None:
 
 
 def causal_mix(q: jax.Array, k: jax.Array, v: jax.Array, query_positions: jax.Array,
-               kind: str, momentum: float) -> jax.Array:
+               kind: str, momentum: float, private_keys: jax.Array | None = None) -> jax.Array:
   """Mixes values v [B, T, H, d] for queries q [B, Q, H, d] (already scaled) at token
-  positions `query_positions` [Q]; each query sees keys at positions <= its own.
+  positions `query_positions` [Q]; each query sees keys at positions <= its own, except
+  that a key where `private_keys` [T] is True is seen by its own position alone (von
+  Oswald's layout: a query token (x_i, 0) must not inform later predictions).
 
   - softmax: softmax(qkᵀ) v;
   - linear: (qkᵀ) v, no normalisation;
@@ -27,6 +29,8 @@ def causal_mix(q: jax.Array, k: jax.Array, v: jax.Array, query_positions: jax.Ar
   key_positions = jnp.arange(k.shape[1])
   lag = query_positions[:, None] - key_positions[None, :]           # [Q, T]
   causal = lag >= 0
+  if private_keys is not None:
+    causal = causal & (~private_keys[None, :] | (lag == 0))
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
   if kind in ("softmax", "momentum"):
     weights = jax.nn.softmax(jnp.where(causal, logits, jnp.finfo(logits.dtype).min), axis=-1)
@@ -37,6 +41,6 @@ def causal_mix(q: jax.Array, k: jax.Array, v: jax.Array, query_positions: jax.Ar
                                                                      keepdims=True)
   out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
   if kind == "momentum":
-    decay = jnp.where(lag > 0, momentum ** jnp.maximum(lag, 0).astype(v.dtype), 0.0)
+    decay = jnp.where(causal & (lag > 0), momentum ** jnp.maximum(lag, 0).astype(v.dtype), 0.0)
     out = out + jnp.einsum("qk,bkhd->bqhd", decay, v)
   return out

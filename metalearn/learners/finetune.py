@@ -115,8 +115,11 @@ class FineTune(Learner):
       raise ValueError(f"finetune context_points={self.context_points} exceeds the prompts' "
                        f"{num_points} points; allowed: at most {num_points}")
     width, out_dim = params["read_in"]["kernel"].shape[0], params["read_out"]["kernel"].shape[1]
-    if max(dim, out_dim) != width:  # tokens are max(x dim, y width) wide
-      allowed = f"dim = {width}" if out_dim < width else f"dim <= {width}"
+    if transformer.token_width(dim, out_dim) != width:
+      if transformer.layout != "interleaved":
+        allowed = f"dim = {width - out_dim}"
+      else:
+        allowed = f"dim = {width}" if out_dim < width else f"dim <= {width}"
       raise ValueError(f"inputs of dim {dim} do not fit the transformer of run {self.run!r}, "
                        f"whose tokens are {width} wide; allowed: {allowed}")
 

@@ -1,7 +1,12 @@
 """A GPT-2-style decoder that learns in context (Garg et al. 2022).
 
-Tokens interleave x_0, y_0, x_1, y_1, ... with y zero-padded to x's width; the
-prediction for x_i is read out at x_i's token, which sees only earlier pairs.
+Two tokens per pair, the prediction for x_i read out at the first, which sees only earlier
+pairs. Three layouts (`layout`):
+  interleaved   x_i, then y_i zero-padded to x's width (Garg et al.);
+  akyurek       [0, x_i], then [y_i, 0]: x and y in separate channels (Akyürek et al. 2022);
+  concatenated  (x_i, 0), then (x_i, y_i) (von Oswald et al. 2022): the query token (x_i, 0)
+                is attended to by itself alone, so every prediction reads the full pairs
+                before it and its own query, in one causal pass.
 """
 
 import dataclasses
@@ -19,6 +24,22 @@ from metalearn.learners.registry import LEARNERS
 _INIT_STD = 0.02  # GPT-2's initialiser scale
 
 
+LAYOUTS = ("interleaved", "akyurek", "concatenated")
+
+
+def tokens_for(layout: str, x: jax.Array, y: jax.Array) -> jax.Array:
+  """[B, P, D] and [B, P, O] -> tokens [B, 2P, width] in the given layout."""
+  if layout == "interleaved":
+    return interleave(x, y)
+  zeros_x, zeros_y = jnp.zeros_like(x), jnp.zeros_like(y)
+  if layout == "akyurek":
+    first, second = jnp.concatenate([zeros_y, x], -1), jnp.concatenate([y, zeros_x], -1)
+  else:
+    first, second = jnp.concatenate([x, zeros_y], -1), jnp.concatenate([x, y], -1)
+  tokens = jnp.stack([first, second], axis=2)
+  return tokens.reshape(x.shape[0], 2 * x.shape[1], first.shape[-1])
+
+
 def interleave(x: jax.Array, y: jax.Array) -> jax.Array:
   """[B, P, D] and [B, P, O] -> tokens [B, 2P, max(D, O)], x_i then y_i."""
   width = max(x.shape[-1], y.shape[-1])
@@ -33,6 +54,7 @@ class CausalSelfAttention(nn.Module):
   out_init: nn.initializers.Initializer
   attention: str = "softmax"
   momentum: float = 0.0
+  private_queries: bool = False  # the even (query) tokens are seen by themselves alone
 
   @nn.compact
   def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
@@ -45,8 +67,9 @@ class CausalSelfAttention(nn.Module):
     if x_only:  # only the x tokens' outputs are read out: skip the y tokens' queries
       q, query_positions = q[:, ::2], query_positions[::2]
     # Scaling q (T·d values) rather than the logits (T·T) gives the same 1/sqrt(d) attention.
+    private = (jnp.arange(length) % 2 == 0) if self.private_queries else None
     out = attention_lib.causal_mix(q * (1.0 / math.sqrt(head_dim)), k, v, query_positions,
-                               self.attention, self.momentum)
+                                   self.attention, self.momentum, private)
     out = out.reshape(batch, q.shape[1], self.hidden)
     return nn.Dense(self.hidden, kernel_init=self.out_init, name="out")(out)
 
@@ -60,11 +83,12 @@ class Block(nn.Module):
   out_init: nn.initializers.Initializer
   attention: str
   momentum: float
+  private_queries: bool
 
   @nn.compact
   def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
     a = CausalSelfAttention(self.hidden, self.num_heads, self.out_init, self.attention,
-                            self.momentum, name="attn")(
+                            self.momentum, self.private_queries, name="attn")(
         nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only)
     # Every sublayer after attention works token by token: with `x_only` (the last block),
     # the y tokens, whose outputs nothing reads, are dropped here.
@@ -85,6 +109,7 @@ class Decoder(nn.Module):
   out_dim: int
   attention: str
   momentum: float
+  private_queries: bool
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -97,7 +122,7 @@ class Decoder(nn.Module):
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
       h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, self.attention,
-                self.momentum, name=f"block_{i}")(h, last)
+                self.momentum, self.private_queries, name=f"block_{i}")(h, last)
     h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)  # [B, P, hidden]: the x tokens
     return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h)
 
@@ -114,19 +139,27 @@ class Transformer(Learner):
   max_points: int = 41   # longest prompt (in (x, y) pairs) the position table covers
   attention: str = "softmax"  # softmax | linear | relu | momentum (see attention.py)
   momentum: float = 0.9  # η of momentum attention's decayed sum of past values
+  layout: str = "interleaved"  # interleaved | akyurek | concatenated (see the module docstring)
 
   def __post_init__(self):
     for field in ("hidden", "num_layers", "num_heads", "mlp_ratio", "max_points"):
       if getattr(self, field) < 1:
         raise ValueError(f"transformer {field} must be >= 1, got {getattr(self, field)}")
     attention_lib.check_kind(self.attention, self.momentum)
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"unknown transformer layout {self.layout!r}; allowed: {', '.join(LAYOUTS)}")
     if self.hidden % self.num_heads:
       raise ValueError(f"transformer hidden={self.hidden} is not divisible by "
                        f"num_heads={self.num_heads}")
 
   def _decoder(self, out_dim: int) -> Decoder:
     return Decoder(self.hidden, self.num_layers, self.num_heads, self.mlp_ratio,
-                   2 * self.max_points, out_dim, self.attention, self.momentum)
+                   2 * self.max_points, out_dim, self.attention, self.momentum,
+                   self.layout == "concatenated")
+
+  def token_width(self, dim: int, out_dim: int) -> int:
+    """Width of the tokens this layout makes from x [.., dim] and y [.., out_dim]."""
+    return max(dim, out_dim) if self.layout == "interleaved" else dim + out_dim
 
   def check_episode(self, num_points: int, dim: int) -> None:
     if num_points > self.max_points:
@@ -135,11 +168,11 @@ class Transformer(Learner):
 
   def init(self, rng, episode: Episode):
     self.check_episode(episode.num_points, episode.dim)
-    tokens = interleave(episode.x, episode.y)
+    tokens = tokens_for(self.layout, episode.x, episode.y)
     return self._decoder(episode.y.shape[-1]).init(rng, tokens)["params"]
 
   def predict(self, params, episode: Episode) -> jax.Array:
     self.check_episode(episode.num_points, episode.dim)
     out_dim = params["read_out"]["kernel"].shape[-1]
-    tokens = interleave(episode.x, episode.y)
+    tokens = tokens_for(self.layout, episode.x, episode.y)
     return self._decoder(out_dim).apply({"params": params}, tokens)
