@@ -22,6 +22,12 @@ def held_out_episodes(task: TaskFamily, num_prompts: int, points: int, seed: int
   return task.sample(jax.random.PRNGKey(seed), num_prompts, points)
 
 
+def chunks(episode: Episode, batch_size: int):
+  """The episode's prompts in consecutive slices of at most `batch_size` (one compiled shape)."""
+  for start in range(0, episode.batch_size, batch_size):
+    yield jax.tree.map(lambda a: a[start:start + batch_size], episode)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _normalised_errors(learner: Learner, task: TaskFamily, params: Params,
                        episode: Episode) -> jax.Array:
@@ -36,11 +42,8 @@ def normalised_errors(learner: Learner, params: Params, task: TaskFamily, episod
   Position k is the error of the prediction made from k in-context examples.
   Prompts run in chunks of `batch_size` under one compiled shape.
   """
-  chunks = []
-  for start in range(0, episode.batch_size, batch_size):
-    chunk = jax.tree.map(lambda a: a[start:start + batch_size], episode)
-    chunks.append(np.asarray(_normalised_errors(learner, task, params, chunk)))
-  return np.concatenate(chunks)
+  return np.concatenate([np.asarray(_normalised_errors(learner, task, params, chunk))
+                         for chunk in chunks(episode, batch_size)])
 
 
 def error_by_shots(learners: Mapping[str, tuple[Learner, Params]], task: TaskFamily,
@@ -107,11 +110,9 @@ def query_metrics(learner: Learner, params: Params, task: TaskFamily, episode: E
   if learner.context_points not in (None, context_points):
     raise ValueError(f"the learner adapts on {learner.context_points} context points; "
                      f"allowed here: {context_points}")
-  chunks = []
-  for start in range(0, episode.batch_size, batch_size):
-    chunk = jax.tree.map(lambda a: a[start:start + batch_size], episode)
-    chunks.append(_query_metrics(learner, task, context_points, params, chunk))
-  return {name: np.concatenate([np.asarray(c[name]) for c in chunks]) for name in chunks[0]}
+  parts = [_query_metrics(learner, task, context_points, params, chunk)
+           for chunk in chunks(episode, batch_size)]
+  return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
 
 
 def mean_and_interval(per_prompt: np.ndarray) -> tuple[float, float]:

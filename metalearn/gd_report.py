@@ -40,11 +40,6 @@ def _query_predictions(learner: Learner, params: Any, episode: Episode) -> jax.A
 _compare = jax.jit(similarity.compare, static_argnums=(0, 2, 5))
 
 
-def _chunks(episode: Episode, batch_size: int):
-  for start in range(0, episode.batch_size, batch_size):
-    yield jax.tree.map(lambda a: a[start:start + batch_size], episode)
-
-
 def _mean_and_stderr(values: np.ndarray) -> dict[str, float]:
   return {"mean": float(np.mean(values)),
           "stderr": float(np.std(values, ddof=1) / np.sqrt(len(values)))}
@@ -97,7 +92,7 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
   for name, (model, model_params) in models.items():
     errors = [np.asarray(jnp.sum(jnp.square(_query_predictions(model, model_params, chunk)
                                             - chunk.y[:, -1]), axis=-1))
-              for chunk in _chunks(episode, batch_size)]
+              for chunk in evaluate.chunks(episode, batch_size)]
     half_mse[name] = _mean_and_stderr(np.concatenate(errors) / 2)
   half_mse["zero"] = _mean_and_stderr(np.sum(np.square(np.asarray(episode.y[:, -1])), -1) / 2)
   report["half_mse"] = half_mse
@@ -105,7 +100,7 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
   report["similarity"] = {}
   for name in [n for n in models if n.startswith("gd_")]:
     parts = [_compare(learner, params, models[name][0], {}, chunk, context)
-             for chunk in _chunks(episode, batch_size)]
+             for chunk in evaluate.chunks(episode, batch_size)]
     report["similarity"][name] = {
         key: float(np.mean(np.concatenate([np.asarray(p[key]) for p in parts])))
         for key in parts[0]}

@@ -33,6 +33,11 @@ LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
 }
 
 
+def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  """Σ w·v / Σ w, and 0 where no weight is on (an empty context)."""
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 def get(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
   if name not in LOSSES:
     raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")

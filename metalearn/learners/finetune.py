@@ -167,12 +167,11 @@ class FineTune(Learner):
     """
     transformer = self.transformer()[0]
     loss_fn = losses.get(self.inner_loss)
-    count = jnp.maximum(jnp.sum(context_mask), 1.0)
     to_weights = (lambda t: t) if self.rank == 0 else (lambda t: self.merge(params, t))
 
     def context_loss(trainable):
       y_hat = _zero_shot(transformer, to_weights(trainable), x_context)       # [C, O]
-      return jnp.sum(loss_fn(y_hat, y_context) * context_mask) / count
+      return losses.masked_mean(loss_fn(y_hat, y_context), context_mask)
 
     optimizer = optax.sgd(self.learning_rate) if self.optimizer == "sgd" else optax.adam(
         self.learning_rate)

@@ -12,13 +12,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from metalearn.learners.inner_loop import InnerLoop, gradient_step
 from metalearn.learners.registry import LEARNERS
-
-
-def _dot(a: Any, b: Any) -> jax.Array:
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def conjugate_gradient(matvec: Callable[[Any], Any], b: Any, steps: int) -> Any:
@@ -29,17 +26,17 @@ def conjugate_gradient(matvec: Callable[[Any], Any], b: Any, steps: int) -> Any:
   def body(_, carry):
     x, r, p, rs = carry
     ap = matvec(p)
-    curvature = _dot(p, ap)
+    curvature = optax.tree.vdot(p, ap)
     alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1.0), 0.0)
     x = jax.tree.map(lambda x_, p_: x_ + alpha * p_, x, p)
     r = jax.tree.map(lambda r_, a_: r_ - alpha * a_, r, ap)
-    rs_new = _dot(r, r)
+    rs_new = optax.tree.vdot(r, r)
     beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
     p = jax.tree.map(lambda r_, p_: r_ + beta * p_, r, p)
     return x, r, p, rs_new
 
   x0 = jax.tree.map(jnp.zeros_like, b)
-  x, *_ = jax.lax.fori_loop(0, steps, body, (x0, b, b, _dot(b, b)))
+  x, *_ = jax.lax.fori_loop(0, steps, body, (x0, b, b, optax.tree.vdot(b, b)))
   return x
 
 
@@ -73,7 +70,7 @@ class IMAML(InnerLoop):
 
     def proximal(phi):
       offset = jax.tree.map(jnp.subtract, phi, theta)
-      return context_loss(phi) + 0.5 * self.lam * _dot(offset, offset)
+      return context_loss(phi) + 0.5 * self.lam * optax.tree.vdot(offset, offset)
 
     step = lambda phi, _: (gradient_step(phi, jax.grad(proximal)(phi), step_size), None)
     return jax.lax.scan(step, theta, None, length=self.inner_steps, unroll=self.unroll)[0]

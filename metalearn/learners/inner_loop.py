@@ -23,11 +23,6 @@ from metalearn.learners.networks import BaseNetwork
 from metalearn.learners.registry import LEARNERS
 
 
-def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
-  """Σ w·v / Σ w, and 0 where no weight is on (an empty context)."""
-  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
 def gradient_step(phi: Any, grads: Any, rate: Any) -> Any:
   """φ − α·g over pytrees; α a scalar or a pytree shaped like φ (Meta-SGD's rates)."""
   if isinstance(rate, Mapping):
@@ -112,7 +107,7 @@ class InnerLoop(Learner):
                       weights: jax.Array) -> Callable[[Any], jax.Array]:
     """φ -> the mean inner loss over the context, for a network `apply(φ) -> ŷ [P, out]`."""
     point_loss = losses.get(self.inner_loss)
-    return lambda phi: masked_mean(point_loss(apply(phi), y), weights)
+    return lambda phi: losses.masked_mean(point_loss(apply(phi), y), weights)
 
   def descend(self, objective: Callable[[Any], jax.Array], start: Any, rate: Any,
               first_order: bool) -> Any:

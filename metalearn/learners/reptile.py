@@ -11,6 +11,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from metalearn.learners.inner_loop import InnerLoop
 from metalearn.learners.registry import LEARNERS
@@ -35,6 +36,5 @@ class Reptile(InnerLoop):
     y_hat = jax.lax.stop_gradient(jax.vmap(self.base_network().apply)(phi, episode.x))
     direction = jax.tree.map(lambda t, p: jax.lax.stop_gradient(t - jnp.mean(p, axis=0)),
                              params["net"], phi)
-    surrogate = sum(jnp.vdot(t, d) for t, d in zip(jax.tree.leaves(params["net"]),
-                                                    jax.tree.leaves(direction)))
+    surrogate = optax.tree.vdot(params["net"], direction)
     return y_hat, surrogate - jax.lax.stop_gradient(surrogate)
