@@ -11,10 +11,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from metalearn.episode import Episode  # noqa: E402
 from metalearn.learners import LEARNERS, make_baseline, predict_prefix_by_prefix  # noqa: E402
 from metalearn.learners import baselines  # noqa: E402
 from metalearn.tasks import make_task  # noqa: E402
+from tests.episodes import episode_from_arrays  # noqa: E402
 
 # The closed-form tests' episodes: d = 8, k = 0 .. 2d + 1 examples.
 DIM = 8
@@ -63,12 +63,6 @@ def _reference(setting, x, y):
                              for i in range(x.shape[1])]) for b in range(x.shape[0])])
 
 
-def _episode(x, y):
-  x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-  return Episode(x=x, y=y, mask=np.ones(x.shape[:2], np.float32),
-                 zero_loss=np.ones(x.shape[0], np.float32))
-
-
 @pytest.fixture(scope="module")
 def small_episode():
   """3 prompts of 7 points in 3 dims with 2 outputs: k < D, k = D and k > D all occur.
@@ -77,7 +71,7 @@ def small_episode():
   overdetermined.
   """
   rng = np.random.default_rng(0)
-  return _episode(rng.normal(size=(3, 7, 3)), rng.normal(size=(3, 7, 2)))
+  return episode_from_arrays(rng.normal(size=(3, 7, 3)), rng.normal(size=(3, 7, 2)))
 
 
 @functools.partial(jax.jit, static_argnums=0)

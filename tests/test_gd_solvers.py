@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metalearn.episode import Episode
 from metalearn.learners import LEARNERS, make_baseline, predict_prefix_by_prefix
 from metalearn.learners import gd_solvers
 from metalearn.tasks import make_task
+from tests.episodes import episode_from_arrays
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -20,17 +20,11 @@ def _predict(learner, episode):
   return learner.predict({}, episode)
 
 
-def _episode(x, y):
-  x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-  return Episode(x=x, y=y, mask=np.ones(x.shape[:2], np.float32),
-                 zero_loss=np.ones(x.shape[0], np.float32))
-
-
 @pytest.fixture(scope="module")
 def small_episode():
   """3 prompts of 9 points in 4 dims, 2 outputs not linear in x: k < D, = D, > D all occur."""
   rng = np.random.default_rng(0)
-  return _episode(rng.normal(size=(3, 9, 4)), rng.normal(size=(3, 9, 2)))
+  return episode_from_arrays(rng.normal(size=(3, 9, 4)), rng.normal(size=(3, 9, 2)))
 
 
 # Hand-written references, one prompt and one prefix at a time, in float64 matrices (not the
@@ -130,7 +124,7 @@ def test_newton_schulz_matches_hand_written_iterations(small_episode):
 def test_newton_schulz_and_preconditioned_gd_converge_to_least_squares():
   """Well-conditioned X (k ≥ 8 pairs in 3 dims): both reach the least-squares solution."""
   rng = np.random.default_rng(1)
-  episode = _episode(rng.normal(size=(8, 24, 3)), rng.normal(size=(8, 24, 1)))
+  episode = episode_from_arrays(rng.normal(size=(8, 24, 3)), rng.normal(size=(8, 24, 1)))
   least_squares = np.asarray(_predict(LEARNERS.build({"name": "least_squares"}), episode))
   ns = np.asarray(_predict(LEARNERS.build({"name": "newton_schulz", "steps": 20}), episode))
   pgd = np.asarray(_predict(LEARNERS.build({"name": "preconditioned_gd", "steps": 30,
