@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 from configs.linear_regression import SIZES  # noqa: E402
 from metalearn.learners import make_learner, predict_prefix_by_prefix  # noqa: E402
-from metalearn.learners.transformer import Transformer  # noqa: E402
+from metalearn.learners.transformer import Transformer, tokens_for  # noqa: E402
 from metalearn.tasks import make_task  # noqa: E402
 
 
@@ -92,3 +92,34 @@ def test_prompt_longer_than_max_points_names_the_limit():
 def test_zero_sizes_are_refused():
   with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
     Transformer(num_layers=0)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "akyurek", "concatenated"])
+def test_intermediates_are_the_residual_stream_that_gives_the_prediction(layout):
+  """The last residual entry, through the final LayerNorm and read-out, is the prediction;
+  each block's residual is the one before it plus its attention output plus its MLP's."""
+  learner = Transformer(hidden=16, num_layers=2, num_heads=2, max_points=8, layout=layout)
+  episode = _episode()
+  params = learner.init(jax.random.PRNGKey(0), episode)
+  found = learner.intermediates(params, episode)
+  residual, attention = np.asarray(found["residual"]), np.asarray(found["attention_output"])
+  assert residual.shape == (3, 3, 6, 16) and attention.shape == (2, 3, 6, 16)
+  final = params["ln_final"]
+  h = residual[-1]
+  normed = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
+  y_hat = (normed * final["scale"] + final["bias"]) @ params["read_out"]["kernel"] \
+      + params["read_out"]["bias"]
+  np.testing.assert_allclose(y_hat, learner.predict(params, episode), rtol=1e-4, atol=1e-5)
+  # Layer 0 is the embedding of the x tokens (even tokens): read_in plus positions.
+  tokens = np.asarray(tokens_for(layout, episode.x, episode.y))[:, ::2]
+  embedded = (tokens @ params["read_in"]["kernel"] + params["read_in"]["bias"]
+              + np.asarray(params["positions"])[:12:2])
+  np.testing.assert_allclose(residual[0], embedded, rtol=1e-5, atol=1e-6)
+  # Block 0 at the x tokens: h = residual[0] + attention output, then h + MLP(LayerNorm(h)).
+  block = params["block_0"]
+  h = residual[0] + attention[0]
+  normed = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5)
+  m = normed * block["ln_mlp"]["scale"] + block["ln_mlp"]["bias"]
+  m = np.asarray(jax.nn.gelu(m @ block["mlp_in"]["kernel"] + block["mlp_in"]["bias"]))
+  m = m @ block["mlp_out"]["kernel"] + block["mlp_out"]["bias"]
+  np.testing.assert_allclose(residual[1], h + m, rtol=1e-4, atol=1e-5)

@@ -92,6 +92,8 @@ class Block(nn.Module):
         nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only)
     # Every sublayer after attention works token by token: with `x_only` (the last block),
     # the y tokens, whose outputs nothing reads, are dropped here.
+    # What the attention sublayer adds at the x tokens (Dai et al. 2022 compare its change).
+    self.sow("intermediates", "attention_output", a if x_only else a[:, ::2])
     h = (h[:, ::2] if x_only else h) + a
     m = nn.LayerNorm(epsilon=1e-5, name="ln_mlp")(h)
     m = nn.Dense(self.mlp_ratio * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD),
@@ -119,10 +121,13 @@ class Decoder(nn.Module):
     positions = self.param("positions", init, (self.max_tokens, self.hidden))
     h = nn.Dense(self.hidden, kernel_init=init, name="read_in")(tokens)
     h = h + positions[: tokens.shape[1]]
+    # The residual stream at the x tokens, after the embedding and after every block (probing).
+    self.sow("intermediates", "residual", h[:, ::2])
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
       h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, self.attention,
                 self.momentum, self.private_queries, name=f"block_{i}")(h, last)
+      self.sow("intermediates", "residual", h if last else h[:, ::2])
     h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)  # [B, P, hidden]: the x tokens
     return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h)
 
@@ -176,3 +181,20 @@ class Transformer(Learner):
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = tokens_for(self.layout, episode.x, episode.y)
     return self._decoder(out_dim).apply({"params": params}, tokens)
+
+  def intermediates(self, params, episode: Episode) -> dict[str, jax.Array]:
+    """What the pass computes at the x tokens (where the prediction for x_i is read):
+
+      residual          [layers + 1, batch, points, hidden]: the residual stream after the
+                        embedding (0) and after each block (1..layers);
+      attention_output  [layers, batch, points, hidden]: each block's attention sublayer output.
+    """
+    self.check_episode(episode.num_points, episode.dim)
+    out_dim = params["read_out"]["kernel"].shape[-1]
+    tokens = tokens_for(self.layout, episode.x, episode.y)
+    _, state = self._decoder(out_dim).apply({"params": params}, tokens,
+                                            mutable=["intermediates"])
+    found = state["intermediates"]
+    return {"residual": jnp.stack(found["residual"]),
+            "attention_output": jnp.stack([found[f"block_{i}"]["attention_output"][0]
+                                           for i in range(self.num_layers)])}
