@@ -121,6 +121,29 @@ def mean_and_interval(per_prompt: np.ndarray) -> tuple[float, float]:
   return float(per_prompt.mean()), float(1.96 * per_prompt.std() / np.sqrt(len(per_prompt)))
 
 
+def bootstrap_interval(per_prompt: np.ndarray, resamples: int, seed: int, level: float = 0.9
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """The percentile bootstrap interval of the mean over prompts (axis 0) at `level`.
+
+  per_prompt [prompts, ...] -> (low, high), each [...]: prompts resampled with replacement
+  `resamples` times, as counts per prompt (one matrix product, no loop over resamples).
+  NaN entries (positions a learner does not predict) stay NaN.
+  """
+  if resamples < 1:
+    raise ValueError(f"bootstrap resamples must be >= 1, got {resamples}")
+  if not 0 < level < 1:
+    raise ValueError(f"bootstrap level must be in (0, 1), got {level}")
+  values = np.asarray(per_prompt, np.float64)
+  n = values.shape[0]
+  picks = jax.random.randint(jax.random.PRNGKey(seed), (resamples, n), 0, n)
+  counts = np.asarray(jnp.zeros((resamples, n)).at[jnp.arange(resamples)[:, None], picks]
+                      .add(1.0), np.float64)
+  means = counts @ values.reshape(n, -1) / n                       # [resamples, ...]
+  tail = 100 * (1 - level) / 2
+  low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+  return low.reshape(values.shape[1:]), high.reshape(values.shape[1:])
+
+
 def summarise_queries(metrics: Mapping[str, Mapping[str, np.ndarray]]
                       ) -> dict[str, dict[str, float]]:
   """Per learner, each metric's mean over prompts (of its mean over queries) ± 95%."""

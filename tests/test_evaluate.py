@@ -104,3 +104,28 @@ def test_mean_and_interval_is_finns_196_std_over_root_n():
   table = evaluate.summarise_queries({"a": {"loss": np.array([[1.0, 3.0], [5.0, 7.0]])}})
   assert table["a"]["loss"] == 4.0
   np.testing.assert_allclose(table["a"]["loss_ci95"], 1.96 * 2.0 / np.sqrt(2))
+
+
+def test_bootstrap_interval_matches_the_normal_theory_interval():
+  """For a mean of n normal values the 90% interval is mean ± 1.645·σ/√n."""
+  rng = np.random.default_rng(0)
+  n = 4000
+  values = np.stack([rng.normal(0.0, 1.0, n), rng.normal(3.0, 2.0, n),
+                     np.full(n, np.nan)], axis=1)                    # [prompts, 3]
+  low, high = evaluate.bootstrap_interval(values, resamples=2000, seed=1)
+  mean = values.mean(axis=0)
+  half = 1.645 * values.std(axis=0) / np.sqrt(n)
+  np.testing.assert_allclose(low[:2], (mean - half)[:2], atol=0.12 * half[0] * 2)
+  np.testing.assert_allclose(high[:2], (mean + half)[:2], atol=0.12 * half[0] * 2)
+  assert np.all(low[:2] < mean[:2]) and np.all(mean[:2] < high[:2])
+  assert np.isnan(low[2]) and np.isnan(high[2])
+  wider_low, wider_high = evaluate.bootstrap_interval(values, resamples=2000, seed=1,
+                                                      level=0.99)
+  assert np.all(wider_high[:2] - wider_low[:2] > high[:2] - low[:2])
+
+
+def test_bootstrap_bad_inputs():
+  with pytest.raises(ValueError, match="resamples must be >= 1, got 0"):
+    evaluate.bootstrap_interval(np.ones(5), resamples=0, seed=0)
+  with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 90"):
+    evaluate.bootstrap_interval(np.ones(5), resamples=10, seed=0, level=90)
