@@ -1,0 +1,90 @@
+"""The comparison report's figures, one PNG per measure."""
+
+from typing import Mapping
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, ax, path: str, legend: bool = True) -> None:
+  if legend and ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def error_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str, dim: int,
+                 title: str) -> None:
+  """Mean normalised error by number of examples with its 90% band; a fixed-context learner
+  (one valid position) is a point with an error bar."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for name, curve in curves.items():
+    k = np.arange(len(curve["mean"]))
+    valid = np.isfinite(curve["mean"])
+    if valid.sum() == 1:
+      i = int(np.flatnonzero(valid)[0])
+      ax.errorbar([i], curve["mean"][valid], yerr=[[curve["mean"][i] - curve["low"][i]],
+                                                   [curve["high"][i] - curve["mean"][i]]],
+                  marker="o", capsize=4, label=name)
+      continue
+    line, = ax.plot(k, curve["mean"], marker=".", label=name)
+    ax.fill_between(k, curve["low"], curve["high"], color=line.get_color(), alpha=0.2)
+  ax.axvline(dim, color="gray", linestyle=":", label=f"k = d = {dim}")
+  ax.axhline(1.0, color="black", linewidth=0.5)
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  ax.set_ylim(0.0, 1.4)
+  ax.set_xlabel("in-context examples k")
+  ax.set_ylabel("error / error of predicting zero (90% band)")
+  ax.set_title(title)
+  _save(fig, ax, path)
+
+
+def by_shots(table: Mapping[str, np.ndarray], path: str, ylabel: str, title: str,
+             log: bool = False) -> None:
+  """One line per key (a pair of learners) against the number of examples."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for name, values in table.items():
+    values = np.asarray(values, np.float64)
+    ax.plot(np.arange(len(values)), values, marker=".", label=name)
+  if log:
+    ax.set_yscale("log")
+  ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+  ax.set_xlabel("in-context examples k")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  _save(fig, ax, path)
+
+
+def grouped_bars(table: Mapping[str, Mapping[str, float]], path: str, ylabel: str, title: str,
+                 errors: Mapping[str, Mapping[str, float]] | None = None) -> None:
+  """Bars per group (outer key, e.g. a shift) with one bar per series (inner key, a learner)."""
+  groups = list(table)
+  series = list(dict.fromkeys(s for g in groups for s in table[g]))
+  width = 0.8 / max(len(series), 1)
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * max(1, len(series)) / 2), 4.2))
+  for i, name in enumerate(series):
+    x = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+    values = [table[g].get(name, np.nan) for g in groups]
+    yerr = None if errors is None else [errors[g].get(name, 0.0) for g in groups]
+    ax.bar(x, values, width, yerr=yerr, capsize=2, label=name)
+  ax.set_xticks(np.arange(len(groups)), groups, rotation=30, ha="right", fontsize="small")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  _save(fig, ax, path)
+
+
+def lines(x: np.ndarray, table: Mapping[str, np.ndarray], path: str, xlabel: str, ylabel: str,
+          title: str) -> None:
+  """One line per key over a shared x axis (layers, interpolation α)."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for name, values in table.items():
+    ax.plot(x, values, marker=".", label=name)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  _save(fig, ax, path)

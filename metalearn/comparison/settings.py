@@ -1,0 +1,74 @@
+"""What a comparison measures and on how many held-out prompts; checked before anything loads."""
+
+import dataclasses
+import numbers
+
+# Every analysis a report can hold, in report order (definitions in metalearn/comparison/__init__).
+ANALYSES = ("errors", "predictions", "implicit_weights", "sensitivity", "shifts", "probing",
+            "interpolation", "icl_vs_finetune")
+
+
+def _check_int(field: str, value, minimum: int, optional: bool = False) -> None:
+  if optional and value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
+    raise ValueError(f"compare {field} must be {allowed}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareSettings:
+  """How `compare` evaluates; None picks a value from the runs' task (see each field)."""
+
+  num_prompts: int = 1280   # held-out prompts every learner sees (Garg et al. evaluate on 1,280)
+  seed: int = 0             # draws the held-out prompts, probes and resamples: one per report
+  batch_size: int = 256     # prompts per compiled call
+  points: int | None = None  # points per prompt; None: the fewest any run was trained on
+  analyses: tuple[str, ...] | None = None  # None: every analysis that applies to the runs
+  bootstrap_resamples: int = 1000  # resamples behind the 90% intervals of the error curves
+  shots: tuple[int, ...] | None = None  # examples at which weights/sensitivity are taken; None: d/2, d, 2d
+  num_probes: int | None = None  # probe inputs per prompt for implicit weights; None: 2·d
+  shift_context: int | None = None  # context pairs before the queries under shifts; None: d/2
+  shift_queries: int = 8    # queries per prompt under each shift
+  probe_context: int | None = None  # context pairs before the probed query; None: d
+  probe_mlp_steps: int = 500  # Adam steps of each MLP read-out
+  interpolation_points: int = 11  # α values from 0 to 1 on the interpolation path
+  icl_context: int | None = None  # context pairs for ICL vs fine-tuning; None: d
+  icl_prompts: int = 256    # prompts for ICL vs fine-tuning (one fine-tuning per prompt)
+  finetune_steps: int = 10  # SGD steps of the fine-tuning side
+  finetune_learning_rate: float = 1e-2  # their step size
+
+  def __post_init__(self):
+    for field in ("num_prompts", "batch_size", "bootstrap_resamples", "probe_mlp_steps",
+                  "icl_prompts", "shift_queries"):
+      _check_int(field, getattr(self, field), 1)
+    _check_int("seed", self.seed, 0)
+    _check_int("interpolation_points", self.interpolation_points, 2)
+    _check_int("finetune_steps", self.finetune_steps, 0)
+    for field in ("points", "num_probes"):
+      _check_int(field, getattr(self, field), 1, optional=True)
+    for field in ("shift_context", "probe_context", "icl_context"):
+      _check_int(field, getattr(self, field), 1, optional=True)
+    if self.shots is not None:
+      if not self.shots:
+        raise ValueError("compare shots must name at least one number of examples, or be None")
+      for k in self.shots:
+        _check_int("shots", k, 0)
+    if self.analyses is not None:
+      unknown = [a for a in self.analyses if a not in ANALYSES]
+      if unknown or not self.analyses:
+        raise ValueError(f"unknown compare analyses {unknown or '(none given)'}; allowed: "
+                         f"{', '.join(ANALYSES)}")
+    rate = self.finetune_learning_rate
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate > 0:
+      raise ValueError(f"compare finetune_learning_rate must be a number > 0, got {rate!r}")
+
+  def default_shots(self, dim: int, points: int) -> tuple[int, ...]:
+    """The example counts of the weight and sensitivity tables, within the prompt."""
+    if self.shots is None:
+      return tuple(sorted({min(k, points - 1) for k in (max(dim // 2, 1), dim, 2 * dim)}))
+    too_many = [k for k in self.shots if k >= points]
+    if too_many:
+      raise ValueError(f"compare shots {too_many} leave no query in prompts of {points} points; "
+                       f"allowed: 0 to {points - 1}")
+    return tuple(sorted(set(self.shots)))
