@@ -2,9 +2,12 @@
 
     python launch/benchmark.py --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
     python launch/benchmark.py --suite=inner_loop --output=benchmarks/RESULTS.md
+    python launch/benchmark.py --suite=compare --output=benchmarks/RESULTS.md
 
 `--suite=inner_loop` times meta-training on the sinusoid and measures meta-gradient memory
-(see launch/inner_loop_benchmark.py); the rest of this docstring is the transformer suite.
+(see launch/inner_loop_benchmark.py); `--suite=compare` times scoring a learner on Garg et
+al.'s 1,280 held-out prompts (see launch/compare_benchmark.py); the rest of this docstring is
+the transformer suite.
 
 Garg et al.'s shapes: batch 64, 41 points, d = 20 (configs/linear_regression.py:garg, :small,
 :standard). Each size compiles once; the compile call and one more call are warm-up and not
@@ -44,10 +47,12 @@ PYTORCH_MS = {"tiny": 230.0, "small": 1150.0, "standard": 6700.0}
 SPEEDUP_GOAL = {"tiny": 2.0, "small": 1.3, "standard": 1.1}
 MARKERS = {"transformer": ("<!-- benchmark:begin -->", "<!-- benchmark:end -->"),
            "inner_loop": ("<!-- benchmark-inner-loop:begin -->",
-                          "<!-- benchmark-inner-loop:end -->")}
+                          "<!-- benchmark-inner-loop:end -->"),
+           "compare": ("<!-- benchmark-compare:begin -->", "<!-- benchmark-compare:end -->")}
 
 _SUITE = flags.DEFINE_enum("suite", "transformer", list(MARKERS), "what to time: the "
-                           "transformer sizes, or the MAML family (speed and memory)")
+                           "transformer sizes, the MAML family (speed and memory), or the "
+                           "comparison's evaluation")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "standard"], "sizes to time: tiny, small, "
                            "standard")
 _CALLS = flags.DEFINE_integer("calls", 5, "timed host calls per size (after 2 warm-up calls)")
@@ -215,16 +220,33 @@ def inner_loop_suite() -> str:
   return "\n".join(lines) + "\n"
 
 
+def compare_suite() -> str:
+  """Seconds to score one learner on 1,280 prompts of 41 points at d = 20."""
+  import compare_benchmark as bench
+  load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  rows = bench.evaluation_rows(_CALLS.value)
+  lines = [f"### Comparison: {machine_line(jax.local_device_count())} (before: {load_before})",
+           "", "Scoring one learner (random weights: the time does not depend on them) on "
+           "1,280 held-out prompts of 41 points, d = 20, chunks of 256: median of "
+           f"{_CALLS.value} calls after the first, which compiles (its time in brackets):", ""]
+  lines += bench.table(rows)
+  if _NOTE.value:
+    lines += ["", f"- {_NOTE.value}"]
+  return "\n".join(lines) + "\n"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _SUITE.value == "inner_loop":
+  if _SUITE.value in ("inner_loop", "compare"):
+    if _HUGEPAGES.value and _SUITE.value == "compare":
+      cpu_setup.use_hugepages()
     global jax
     import jax
-    block = inner_loop_suite()
+    block = inner_loop_suite() if _SUITE.value == "inner_loop" else compare_suite()
     print(block)
     if _OUTPUT.value:
-      write(_OUTPUT.value, block, _APPEND.value, "inner_loop")
+      write(_OUTPUT.value, block, _APPEND.value, _SUITE.value)
     return
   unknown = [s for s in _SIZES.value if s not in VARIANTS]
   if unknown:

@@ -67,7 +67,8 @@ def main(argv):
 
 
 def run():
-  logging.set_verbosity(logging.WARNING)
+  # Our lines at INFO; the libraries' at ERROR (orbax warns on every read-only restore).
+  logging.set_verbosity(logging.ERROR)
   std_logging.getLogger("metalearn").setLevel(std_logging.INFO)
   app.run(main)
 
