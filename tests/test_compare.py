@@ -185,3 +185,22 @@ def test_launcher_refuses_incomparable_runs_without_a_traceback(runs, tmp_path):
   assert process.returncode == 1
   assert "metalearn compare: runs 'tf' and 'wide' cannot be compared" in process.stderr
   assert "Traceback" not in process.stderr and not (tmp_path / "report").exists()
+
+
+def test_maml_on_the_sinusoid_is_compared_at_its_context_size(tmp_path):
+  """A fixed-context learner on a task without linear weights: the analyses that apply."""
+  from configs.sinusoid import get_config
+  config = get_config("maml-smoke")
+  config.unlock()
+  config.eval.baselines = ()
+  train_and_evaluate(config, str(tmp_path / "maml"))
+  results = compare({"maml": str(tmp_path / "maml")}, ["knn"], str(tmp_path / "report"),
+                    CompareSettings(**SMALL))
+  assert list(results) == ["errors", "predictions", "sensitivity"]
+  variants = [name for name in results["errors"] if name != "knn"]
+  assert len(variants) == len(config.model.eval_inner_steps)  # one entry per inner-step count
+  for name in variants:
+    mean = results["errors"][name]["mean"]
+    assert np.isfinite(mean[10]) and np.isnan(np.delete(mean, 10)).all()
+  assert np.isfinite(results["errors"]["knn"]["mean"]).all()
+  assert list(results["sensitivity"]["cosine"][f"{variants[0]} vs knn"]) == [10]

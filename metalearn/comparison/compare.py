@@ -104,8 +104,9 @@ def compare(runs: Mapping[str, str], baselines: Sequence[str], report_dir: str,
   entries = load_entries(runs, experiments, baselines, task)
   os.makedirs(report_dir, exist_ok=True)
   episode = evaluate.held_out_episodes(task, settings.num_prompts, points, settings.seed)
+  contexts = tuple(e.context_points for e in entries if e.context_points is not None)
   context = sections.Context(entries, task, episode, settings, report_dir,
-                             settings.default_shots(task.dim, points))
+                             settings.default_shots(task.dim, points, contexts))
   results, parts = {}, []
   for analysis in ("errors",) + tuple(a for a in analyses if a != "errors"):
     results[analysis], part = sections.SECTIONS[analysis](context)

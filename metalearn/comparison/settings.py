@@ -26,7 +26,7 @@ class CompareSettings:
   points: int | None = None  # points per prompt; None: the fewest any run was trained on
   analyses: tuple[str, ...] | None = None  # None: every analysis that applies to the runs
   bootstrap_resamples: int = 1000  # resamples behind the 90% intervals of the error curves
-  shots: tuple[int, ...] | None = None  # examples at which weights/sensitivity are taken; None: d/2, d, 2d
+  shots: tuple[int, ...] | None = None  # examples for weights/sensitivity; None: d/2, d, 2d, contexts
   num_probes: int | None = None  # probe inputs per prompt for implicit weights; None: 2·d
   shift_context: int | None = None  # context pairs before the queries under shifts; None: d/2
   shift_queries: int = 8    # queries per prompt under each shift
@@ -63,10 +63,13 @@ class CompareSettings:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate > 0:
       raise ValueError(f"compare finetune_learning_rate must be a number > 0, got {rate!r}")
 
-  def default_shots(self, dim: int, points: int) -> tuple[int, ...]:
-    """The example counts of the weight and sensitivity tables, within the prompt."""
+  def default_shots(self, dim: int, points: int, contexts: tuple[int, ...] = ()
+                    ) -> tuple[int, ...]:
+    """The example counts of the weight and sensitivity tables, within the prompt: `shots`,
+    or d/2, d, 2d and the context sizes of the fixed-context learners (`contexts`)."""
     if self.shots is None:
-      return tuple(sorted({min(k, points - 1) for k in (max(dim // 2, 1), dim, 2 * dim)}))
+      shots = (max(dim // 2, 1), dim, 2 * dim) + tuple(contexts)
+      return tuple(sorted({min(k, points - 1) for k in shots}))
     too_many = [k for k in self.shots if k >= points]
     if too_many:
       raise ValueError(f"compare shots {too_many} leave no query in prompts of {points} points; "
