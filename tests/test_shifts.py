@@ -20,7 +20,7 @@ NOISELESS = LinearRegression(dim=DIM)
 def sample(task, shift, seed, batch, points=POINTS, context=CONTEXT,
            settings=shifts.ShiftSettings()):
   """shifts.sample_shifted under jit (eager sampling dispatches op by op and is slow)."""
-  return shifts.sample_shifted(task, shift, jax.random.key(seed), batch, points, context,
+  return shifts.sample_shifted(task, shift, jax.random.PRNGKey(seed), batch, points, context,
                                settings)
 
 
@@ -37,7 +37,7 @@ def test_shapes_and_batch_order():
   np.testing.assert_array_equal(np.abs(blocks["orthants"]), np.abs(blocks["none"]))
   # Each block is what sample_shifted gives on the same key.
   for shift in shifts.SHIFTS:
-    one = shifts.sample_shifted(TASK, shift, jax.random.PRNGKey(1), 3, POINTS, CONTEXT)
+    one = sample(TASK, shift, 1, 3)
     np.testing.assert_allclose(blocks[shift], one.x, rtol=1e-5, atol=1e-6)
   reversed_ep = shifts.shift_episodes(TASK, ("scaled_x", "none"), 3, POINTS, CONTEXT, seed=1)
   np.testing.assert_allclose(reversed_ep.x[:3], 2.0 * reversed_ep.x[3:], rtol=1e-6)
@@ -45,7 +45,7 @@ def test_shapes_and_batch_order():
 
 def test_none_is_the_task_itself():
   ep = sample(TASK, "none", 2, 5)
-  base = jax.jit(TASK.sample, static_argnums=(1, 2))(jax.random.key(2), 5, POINTS)
+  base = jax.jit(TASK.sample, static_argnums=(1, 2))(jax.random.PRNGKey(2), 5, POINTS)
   for a, b in zip(jax.tree.leaves(ep), jax.tree.leaves(base)):
     np.testing.assert_array_equal(a, b)
   stacked = shifts.shift_episodes(TASK, ("none", "scaled_w"), 4, POINTS, CONTEXT, seed=3)
