@@ -2,18 +2,18 @@
 
 from typing import Mapping
 
-import matplotlib
+# Figures are made without pyplot: no backend is chosen or changed, so a training machine
+# needs no display and a notebook importing the library keeps its inline plots.
+import matplotlib.figure
 import matplotlib.ticker
-
-matplotlib.use("Agg")  # files only: no display on a training machine
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def plot_error_by_shots(errors: Mapping[str, np.ndarray], path: str, dim: int | None = None,
                         title: str = "") -> None:
   """Normalised error against the number of in-context examples, one line per learner."""
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = matplotlib.figure.Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for name, values in errors.items():
     ax.plot(np.arange(len(values)), values, marker=".", label=name)
   if dim is not None:
@@ -27,14 +27,14 @@ def plot_error_by_shots(errors: Mapping[str, np.ndarray], path: str, dim: int | 
   ax.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def plot_query_errors(table: Mapping[str, Mapping[str, float]], metric: str, path: str,
                       title: str = "") -> None:
   """One bar per learner: a metric's mean over held-out prompts with its 95% interval."""
   names = list(table)
-  fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names)), 4))
+  fig = matplotlib.figure.Figure(figsize=(max(4.0, 1.1 * len(names)), 4))
+  ax = fig.subplots()
   ax.bar(np.arange(len(names)), [table[n][metric] for n in names],
          yerr=[table[n][f"{metric}_ci95"] for n in names], capsize=4, color="tab:blue")
   ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize="small")
@@ -42,4 +42,3 @@ def plot_query_errors(table: Mapping[str, Mapping[str, float]], metric: str, pat
   ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)

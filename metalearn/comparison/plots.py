@@ -2,12 +2,11 @@
 
 from typing import Mapping
 
-import matplotlib
+# Figures are made without pyplot: no backend is chosen or changed, so a training machine
+# needs no display and a notebook importing the library keeps its inline plots.
+import matplotlib.figure
 import matplotlib.ticker
-
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _save(fig, ax, path: str, legend: bool = True) -> None:
@@ -15,14 +14,14 @@ def _save(fig, ax, path: str, legend: bool = True) -> None:
     ax.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def error_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str, dim: int,
                  title: str) -> None:
   """Mean normalised error by number of examples with its 90% band; a fixed-context learner
   (one valid position) is a point with an error bar."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
+  ax = fig.subplots()
   for name, curve in curves.items():
     k = np.arange(len(curve["mean"]))
     valid = np.isfinite(curve["mean"])
@@ -47,7 +46,8 @@ def error_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str, dim:
 def by_shots(table: Mapping[str, np.ndarray], path: str, ylabel: str, title: str,
              log: bool = False) -> None:
   """One line per key (a pair of learners) against the number of examples."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
+  ax = fig.subplots()
   for name, values in table.items():
     values = np.asarray(values, np.float64)
     ax.plot(np.arange(len(values)), values, marker=".", label=name)
@@ -66,7 +66,9 @@ def grouped_bars(table: Mapping[str, Mapping[str, float]], path: str, ylabel: st
   groups = list(table)
   series = list(dict.fromkeys(s for g in groups for s in table[g]))
   width = 0.8 / max(len(series), 1)
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * max(1, len(series)) / 2), 4.2))
+  wide = max(6.0, 0.45 * len(groups) * max(1, len(series)))
+  fig = matplotlib.figure.Figure(figsize=(wide, 4.2))
+  ax = fig.subplots()
   for i, name in enumerate(series):
     x = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
     values = [table[g].get(name, np.nan) for g in groups]
@@ -81,7 +83,8 @@ def grouped_bars(table: Mapping[str, Mapping[str, float]], path: str, ylabel: st
 def lines(x: np.ndarray, table: Mapping[str, np.ndarray], path: str, xlabel: str, ylabel: str,
           title: str) -> None:
   """One line per key over a shared x axis (layers, interpolation α)."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
+  ax = fig.subplots()
   for name, values in table.items():
     ax.plot(x, values, marker=".", label=name)
   ax.set_xlabel(xlabel)
