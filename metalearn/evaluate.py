@@ -86,14 +86,37 @@ def query_episodes(episode: Episode, context_points: int) -> Episode:
                  zero_loss=repeat(episode.zero_loss), info=jax.tree.map(repeat, episode.info))
 
 
+def _query_predictions(learner: Learner, context_points: int, params: Params,
+                       episode: Episode) -> jax.Array:
+  if learner.context_points is None:
+    y_hat = learner.predict(params, query_episodes(episode, context_points))[:, -1]
+    return y_hat.reshape(episode.batch_size, -1, y_hat.shape[-1])
+  return learner.predict(params, episode)[:, context_points:]
+
+
+_jitted_query_predictions = jax.jit(_query_predictions, static_argnums=(0, 1))
+
+
+def query_predictions(learner: Learner, params: Params, episode: Episode, context_points: int,
+                      batch_size: int) -> np.ndarray:
+  """ŷ [prompts, queries, out]: each query j >= context_points predicted from the first
+  `context_points` pairs of its prompt only, by any learner (see `query_metrics`)."""
+  _check_query_context(learner, context_points)
+  return np.concatenate([np.asarray(_jitted_query_predictions(learner, context_points, params,
+                                                              chunk))
+                         for chunk in chunks(episode, batch_size)])
+
+
+def _check_query_context(learner: Learner, context_points: int) -> None:
+  if learner.context_points not in (None, context_points):
+    raise ValueError(f"the learner adapts on {learner.context_points} context points; "
+                     f"allowed here: {context_points}")
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _query_metrics(learner: Learner, task: TaskFamily, context_points: int, params: Params,
                    episode: Episode) -> dict[str, jax.Array]:
-  if learner.context_points is None:
-    y_hat = learner.predict(params, query_episodes(episode, context_points))[:, -1]
-    y_hat = y_hat.reshape(episode.batch_size, -1, y_hat.shape[-1])
-  else:
-    y_hat = learner.predict(params, episode)[:, context_points:]
+  y_hat = _query_predictions(learner, context_points, params, episode)
   y = episode.y[:, context_points:]
   loss = task.loss(y_hat, y)
   return {"loss": loss, "normalised": loss / episode.zero_loss[:, None],
@@ -107,9 +130,7 @@ def query_metrics(learner: Learner, params: Params, task: TaskFamily, episode: E
   Each query is predicted from the first `context_points` pairs of its prompt only, by any
   learner: one with that fixed context directly, a prefix learner through `query_episodes`.
   """
-  if learner.context_points not in (None, context_points):
-    raise ValueError(f"the learner adapts on {learner.context_points} context points; "
-                     f"allowed here: {context_points}")
+  _check_query_context(learner, context_points)
   parts = [_query_metrics(learner, task, context_points, params, chunk)
            for chunk in chunks(episode, batch_size)]
   return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}

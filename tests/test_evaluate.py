@@ -129,3 +129,26 @@ def test_bootstrap_bad_inputs():
     evaluate.bootstrap_interval(np.ones(5), resamples=0, seed=0)
   with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 90"):
     evaluate.bootstrap_interval(np.ones(5), resamples=10, seed=0, level=90)
+
+
+def test_query_predictions_see_only_the_context():
+  """A prefix learner (least squares) and a fixed-context one (GD-layers, the GD construction)
+  predict each query from the first K pairs alone: with K >= d noiseless least squares is exact,
+  and one GD step is (η/K)·x_qᵀXᵀy over those K pairs."""
+  from metalearn.learners import make_learner
+  task = make_task({"name": "linear_regression", "dim": 3})
+  episode = task.sample(jax.random.PRNGKey(0), 10, 9)
+  k = 4
+  least_squares = evaluate.query_predictions(make_learner({"name": "least_squares"}), {},
+                                             episode, k, batch_size=4)
+  assert least_squares.shape == (10, 5, 1)
+  np.testing.assert_allclose(least_squares, episode.y[:, k:], atol=1e-4)
+  gd = make_learner({"name": "gd_layers", "context_points": k})
+  params = gd.construct(3, 0.5)
+  found = evaluate.query_predictions(gd, params, episode, k, batch_size=4)
+  x, y = np.asarray(episode.x), np.asarray(episode.y)
+  w = 0.5 / k * np.einsum("bpd,bpo->bdo", x[:, :k], y[:, :k])
+  np.testing.assert_allclose(found, np.einsum("bqd,bdo->bqo", x[:, k:], w), rtol=1e-4,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="adapts on 4 context points; allowed here: 3"):
+    evaluate.query_predictions(gd, params, episode, 3, batch_size=4)
