@@ -187,6 +187,7 @@ def test_launcher_refuses_incomparable_runs_without_a_traceback(runs, tmp_path):
   assert "Traceback" not in process.stderr and not (tmp_path / "report").exists()
 
 
+@pytest.mark.slow
 def test_maml_on_the_sinusoid_is_compared_at_its_context_size(tmp_path):
   """A fixed-context learner on a task without linear weights: the analyses that apply."""
   from configs.sinusoid import get_config

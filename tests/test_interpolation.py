@@ -94,7 +94,8 @@ def test_reparametrised_gd_construction_is_flat_raw_average_is_not(context_point
   assert result["raw_barrier"] > 0.5
 
 
-@pytest.mark.parametrize("alpha", [0.25, 0.5, 1.5, -0.5])
+@pytest.mark.parametrize("alpha", [0.5, pytest.param(0.25, marks=pytest.mark.slow), 1.5,
+                                   pytest.param(-0.5, marks=pytest.mark.slow)])
 def test_midpoint_of_two_gd_constructions_has_the_mean_root_step_size(alpha):
   # Balanced, the construction with step η holds M = c·[[I, 0], [0, 0]] and V_yy = −η/c with
   # c = √(η/√d), i.e. c = √η·d^(−1/4) and η/c = √η·d^(1/4). Mixing gives c_α = s·d^(−1/4) and
@@ -110,7 +111,8 @@ def test_midpoint_of_two_gd_constructions_has_the_mean_root_step_size(alpha):
     assert layer["y_residual"] < 1e-6 and layer["cross"] < 1e-6 and abs(layer["gamma"]) < 1e-6
 
 
-@pytest.mark.parametrize("context_points, points", [(None, 10), (10, 14)])
+@pytest.mark.parametrize("context_points, points", [
+    (None, 10), pytest.param(10, 14, marks=pytest.mark.slow)])
 def test_endpoint_losses_equal_normalised_errors(context_points, points):
   learner = _gd_layers(num_layers=2, num_heads=2, init_std=0.2, context_points=context_points)
   params_a, params_b = _random_params(learner, 4), _random_params(learner, 5)

@@ -129,7 +129,7 @@ def test_repeated_query():
   np.testing.assert_allclose(np.bincount(chosen, minlength=4) / len(chosen), 0.25, atol=0.04)
 
 
-@pytest.mark.parametrize("dim", [6, 7])
+@pytest.mark.parametrize("dim", [6, pytest.param(7, marks=pytest.mark.slow)])
 def test_half_subspace(dim):
   task = LinearRegression(dim=dim)
   ep = sample(task, "half_subspace", 9, 200, points=12, context=3)
@@ -143,8 +143,10 @@ def test_half_subspace(dim):
 
 @pytest.mark.parametrize("task", [
     TASK,
-    SparseLinearRegression(dim=DIM, sparsity=2, noise_std=0.3),
-    LinearRegression(dim=DIM, w_scale=1.5, x_distribution="uniform"),
+    pytest.param(SparseLinearRegression(dim=DIM, sparsity=2, noise_std=0.3),
+                 marks=pytest.mark.slow),
+    pytest.param(LinearRegression(dim=DIM, w_scale=1.5, x_distribution="uniform"),
+                 marks=pytest.mark.slow),
 ], ids=["linear", "sparse", "uniform_x"])
 def test_zero_predictor_scores_one(task):
   names = tuple(s for s in shifts.SHIFTS
