@@ -3,7 +3,6 @@
 import glob
 import os
 
-import jax
 import nbclient
 import nbformat
 import pytest
@@ -22,10 +21,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   monkeypatch.setenv("METALEARN_SMOKE", "1")
   monkeypatch.setenv("METALEARN_REPO", ROOT)
   monkeypatch.setenv("METALEARN_RUNS", str(tmp_path))
-  # The kernel shares the tests' compilation cache: the smoke train steps the notebooks build
-  # are the ones other tests have compiled already.
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
-  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  # The kernel inherits the tests' compilation cache (tests/conftest.py sets it in the
+  # environment): the smoke train steps the notebooks build are compiled once.
   notebook = nbformat.read(path, as_version=4)
   assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
       "commit notebooks without outputs"
