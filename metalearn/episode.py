@@ -1,5 +1,6 @@
 """The episode: the one data structure every task produces and every learner consumes."""
 
+import numbers
 from typing import Any
 
 import flax.struct
@@ -49,3 +50,13 @@ class Episode:
 def points_mask(num_points: int, active_points: jax.Array | int) -> jax.Array:
   """[num_points] float mask of the first `active_points` positions."""
   return (jnp.arange(num_points) < active_points).astype(jnp.float32)
+
+
+def check_context_points(episode: Episode, context_points: Any) -> None:
+  """Refuses a context size that leaves no query: the query is the point after the context."""
+  points = episode.num_points
+  if (isinstance(context_points, bool) or not isinstance(context_points, numbers.Integral)
+      or not 1 <= context_points <= points - 1):
+    raise ValueError(f"context_points must be an integer in [1, {points - 1}] for episodes of "
+                     f"{points} points (the query is the point after the context), "
+                     f"got {context_points!r}")

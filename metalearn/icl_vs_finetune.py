@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metalearn import losses
-from metalearn.episode import Episode
+from metalearn.episode import Episode, check_context_points
 from metalearn.evaluate import mean_and_interval
 from metalearn.learners.base import Params
 from metalearn.learners.transformer import Transformer
@@ -42,12 +42,7 @@ def _check(transformer: Any, episode: Episode, context_points: Any, steps: Any,
   if not isinstance(transformer, Transformer):
     raise TypeError(f"icl_vs_finetune needs a Transformer learner, got "
                     f"{type(transformer).__name__}")
-  points = episode.num_points
-  if (isinstance(context_points, bool) or not isinstance(context_points, numbers.Integral)
-      or not 1 <= context_points <= points - 1):
-    raise ValueError(f"context_points must be an integer in [1, {points - 1}] for episodes of "
-                     f"{points} points (the query is position context_points), "
-                     f"got {context_points!r}")
+  check_context_points(episode, context_points)
   if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
     raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
   if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metalearn.episode import Episode
+from metalearn.episode import Episode, check_context_points
 from metalearn.learners.base import Learner, Params
 
 # The probes' fits and scores are measurements: full float32 matmuls on accelerators too.
@@ -29,15 +29,6 @@ TARGETS = ("weights", "least_squares", "xty")
 _MIN_SPLIT = 4
 # Singular values of the context design below this fraction of the largest count as zero.
 _PINV_RTOL = 1e-5
-
-
-def _check_context_points(episode: Episode, context_points) -> None:
-  points = episode.num_points
-  if (isinstance(context_points, bool) or not isinstance(context_points, numbers.Integral)
-      or not 1 <= context_points <= points - 1):
-    raise ValueError(f"context_points must be an integer in [1, {points - 1}] for episodes of "
-                     f"{points} points (the query is the point after the context), "
-                     f"got {context_points!r}")
 
 
 def probe_targets(episode: Episode, context_points: int) -> dict[str, jax.Array]:
@@ -53,7 +44,7 @@ def probe_targets(episode: Episode, context_points: int) -> dict[str, jax.Array]
     raise ValueError(f"probing needs episodes whose info holds the true weights 'w' (a task "
                      f"that knows them, e.g. linear_regression); info has "
                      f"{sorted(episode.info) or 'nothing'}")
-  _check_context_points(episode, context_points)
+  check_context_points(episode, context_points)
   return _targets(episode.x, episode.y, episode.info["w"], context_points)
 
 
@@ -94,7 +85,7 @@ def hidden_states(learner: Learner, params: Params, episode: Episode,
   after block l (Akyürek et al. 2022 probe these).
   """
   _check_learner(learner)
-  _check_context_points(episode, context_points)
+  check_context_points(episode, context_points)
   return _query_residual(learner, params, episode, context_points)
 
 
