@@ -62,8 +62,7 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "prompts per step")
 _DEVICES = flags.DEFINE_integer("devices", os.cpu_count() or 1, "host devices to map the step "
                                  "over (--xla_force_host_platform_device_count); 0: leave "
                                  "XLA_FLAGS as it is and use every local device")
-_HUGEPAGES = flags.DEFINE_bool("hugepages", True, f"re-run under GLIBC_TUNABLES={cpu_setup.HUGEPAGES} "
-                               "(large allocations on transparent huge pages)")
+_HUGEPAGES = cpu_setup.define_hugepages_flag()
 _PEAK_N = flags.DEFINE_integer("peak_n", 2048, "side of the float32 matmul that measures peak")
 _OUTPUT = flags.DEFINE_string("output", None, "markdown file for the table (e.g. "
                               "benchmarks/RESULTS.md); its generated block is replaced")

@@ -20,6 +20,7 @@ import ml_collections
 from ml_collections import config_flags
 
 import cpu_setup
+import launch_logging
 from metalearn.comparison import CompareSettings, compare, parse_runs
 from metalearn.learners import baseline_names
 
@@ -43,8 +44,7 @@ _BASELINES = flags.DEFINE_list("baselines", [], "baselines beside them; allowed:
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "new or empty directory for the report")
 _SETTINGS = config_flags.DEFINE_config_dict("settings", _settings_flags(),
                                             "what to measure (CompareSettings)")
-_HUGEPAGES = flags.DEFINE_bool("hugepages", True, "re-run under GLIBC_TUNABLES="
-                               f"{cpu_setup.HUGEPAGES} (faster XLA temporaries on CPU)")
+_HUGEPAGES = cpu_setup.define_hugepages_flag()
 flags.mark_flags_as_required(["runs", "report_dir"])
 log = std_logging.getLogger("metalearn.launch")
 
@@ -66,12 +66,5 @@ def main(argv):
   log.info("report: %s", os.path.join(_REPORT_DIR.value, "summary.md"))
 
 
-def run():
-  # Our lines at INFO; the libraries' at ERROR (orbax warns on every read-only restore).
-  logging.set_verbosity(logging.ERROR)
-  std_logging.getLogger("metalearn").setLevel(std_logging.INFO)
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  launch_logging.run(main, logging.ERROR)

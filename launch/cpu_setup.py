@@ -8,8 +8,16 @@ large temporaries XLA re-allocates every call cut the standard model's step by ~
 import os
 import sys
 
+from absl import flags
+
 HUGEPAGES = "glibc.malloc.hugetlb=1"
 _DEVICE_COUNT = "--xla_force_host_platform_device_count"
+
+
+def define_hugepages_flag() -> flags.FlagHolder[bool]:
+  """The launchers' --hugepages flag (on by default): see `use_hugepages`."""
+  return flags.DEFINE_bool("hugepages", True, f"re-run under GLIBC_TUNABLES={HUGEPAGES} (large "
+                           "XLA temporaries on transparent huge pages: faster on CPU)")
 
 
 def use_hugepages() -> None:

@@ -12,10 +12,11 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 # Config files saved in runs are rebuilt with the repository's packages.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import launch_logging
 from metalearn.gd_report import format_report, gd_layers_report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a trained gd_layers run")
@@ -35,10 +36,5 @@ def main(argv):
       json.dump(report, f, indent=1)
 
 
-def run():
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file it reads at INFO
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  launch_logging.run(main)

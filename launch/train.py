@@ -9,7 +9,7 @@ import logging as std_logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 # Config files import shared sections from the repository's configs/ package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 import cpu_setup
+import launch_logging
 from metalearn.experiment import ConfigError
 from metalearn.train import train_and_evaluate
 
@@ -29,8 +30,7 @@ _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", -1, "XLA CPU devices to split the CPU into (the step is pmapped over them); "
     "-1: one per core, as many as divide the batch; 0: leave XLA_FLAGS as it is. Accelerators "
     "are not affected")
-_HUGEPAGES = flags.DEFINE_bool("hugepages", True, "re-run under GLIBC_TUNABLES="
-                               f"{cpu_setup.HUGEPAGES} (faster XLA temporaries on CPU)")
+_HUGEPAGES = cpu_setup.define_hugepages_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 log = std_logging.getLogger("metalearn.launch")
 
@@ -66,12 +66,5 @@ def main(argv):
                " ".join(f"{v:.3f}" for v in values))
 
 
-def run():
-  # Our progress lines at INFO; the libraries' (orbax logs every file it writes) at WARNING.
-  logging.set_verbosity(logging.WARNING)
-  std_logging.getLogger("metalearn").setLevel(std_logging.INFO)
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  launch_logging.run(main)
