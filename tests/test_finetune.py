@@ -1,6 +1,7 @@
 """Fine-tuning a trained transformer: loading, zero-shot start, hand-written steps, LoRA, masks."""
 
 import os
+import shutil
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
@@ -12,6 +13,7 @@ import pytest  # noqa: E402
 
 from configs import gd_layers as gd_layers_configs  # noqa: E402
 from configs import linear_regression  # noqa: E402
+from metalearn.checkpoints import Checkpoints  # noqa: E402
 from metalearn.episode import Episode  # noqa: E402
 from metalearn.experiment import ConfigError, build_experiment  # noqa: E402
 from metalearn.learners import finetune, make_learner  # noqa: E402
@@ -20,6 +22,7 @@ from metalearn.learners.transformer import Transformer  # noqa: E402
 from metalearn.runs import load_run  # noqa: E402
 from metalearn.tasks import make_task  # noqa: E402
 from metalearn.train import train_and_evaluate  # noqa: E402
+from metalearn.train_step import init_state  # noqa: E402
 
 CONTEXT = 4  # context pairs of the 7-point smoke prompts
 
@@ -80,9 +83,26 @@ def test_loads_the_runs_transformer_and_stays_a_hashable_static_argument(run, ep
       run, inner_steps=3)
 
 
+def test_a_run_that_saved_a_newer_checkpoint_is_read_again(run, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(run[0], workdir)
+  learner = make_learner({"name": "finetune", "run": workdir, "context_points": CONTEXT})
+  before = learner.transformer()[1]
+  checkpoints = Checkpoints(workdir)
+  state = checkpoints.restore_latest(init_state(build_experiment(run[3])))
+  doubled = jax.tree.map(lambda w: 2 * w, state.params)
+  checkpoints.save(checkpoints.steps[-1] + 1, state.replace(params=doubled))
+  checkpoints.close()
+  after = learner.transformer()[1]
+  for a, b, w in zip(jax.tree.leaves(after), jax.tree.leaves(before), jax.tree.leaves(run[2]),
+                     strict=True):
+    np.testing.assert_array_equal(b, w)
+    np.testing.assert_array_equal(a, 2 * w)
+
+
 def test_zero_steps_is_the_transformers_zero_shot_prediction(run, episode):
   _, transformer, params, _ = run
-  finetune._load_transformer_run.cache_clear()  # the first load may happen inside a trace
+  finetune._load_transformer_checkpoint.cache_clear()  # the first load may happen inside a trace
   predictions = jax.jit(_learner(run, inner_steps=0).predict)(params, episode)
   assert predictions.shape == episode.y.shape
   transformer_predict = jax.jit(transformer.predict)

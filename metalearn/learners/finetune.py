@@ -34,12 +34,17 @@ from metalearn.learners.transformer import Transformer
 OPTIMIZERS = ("sgd", "adam")
 
 
-@functools.lru_cache(maxsize=None)
 def _load_transformer_run(run: str) -> tuple[Transformer, Params]:
-  """(transformer, params at its latest checkpoint) of the run in `run`, loaded once per path.
+  """(transformer, params at its latest checkpoint) of the run in `run`, loaded once per path
+  and set of checkpoints: a run that has saved a new checkpoint since is read again."""
+  directory = os.path.join(run, "checkpoints")
+  steps = os.listdir(directory) if os.path.isdir(directory) else []
+  return _load_transformer_checkpoint(run, tuple(sorted(n for n in steps if n.isdigit())))
 
-  A run that goes on training after it is loaded here is not re-read.
-  """
+
+@functools.lru_cache(maxsize=None)
+def _load_transformer_checkpoint(run: str, steps: tuple[str, ...]) -> tuple[Transformer, Params]:
+  del steps  # only part of the cache key
   from metalearn.runs import load_run  # metalearn.runs imports metalearn.learners
   # The first call may come from inside a trace (a jitted `predict`, `init_state`), where the
   # restore would see tracers. JAX's trace state is per thread: a fresh thread restores
@@ -100,7 +105,7 @@ class FineTune(Learner):
     losses.get(self.inner_loss)  # an unknown name fails here, with the allowed ones
 
   def transformer(self) -> tuple[Transformer, Params]:
-    """The run's transformer learner and its trained params (loaded once per path)."""
+    """The run's transformer learner and its params at its latest checkpoint."""
     return _load_transformer_run(os.path.abspath(self.run))
 
   def check_loss(self, loss_name: str) -> None:
