@@ -83,7 +83,7 @@ def load_entries(runs: Mapping[str, str], experiments: Mapping[str, Experiment],
   the baselines, in the order given."""
   entries = []
   for name, path in runs.items():
-    _, params, _ = runs_lib.load_run(path)
+    _, params, _ = runs_lib.load_run(path, experiments[name])
     for variant, variant_learner in experiments[name].learner.evaluation_variants(name).items():
       entries.append(Entry(variant, variant_learner, params, path))
   entries += [Entry(name, make_baseline(name, task), {}, None) for name in baselines]
