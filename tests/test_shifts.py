@@ -43,6 +43,20 @@ def test_shapes_and_batch_order():
   np.testing.assert_allclose(reversed_ep.x[:3], 2.0 * reversed_ep.x[3:], rtol=1e-6)
 
 
+def test_orthonormal_columns_are_numpys_qr_with_a_positive_diagonal():
+  a = np.random.default_rng(0).normal(size=(7, 5))
+  q, r = np.linalg.qr(a)
+  np.testing.assert_allclose(shifts._orthonormal_columns(a.astype(np.float32)),
+                             q * np.sign(np.diag(r)), atol=1e-5)
+
+
+def test_the_shifts_call_no_lapack_kernel():
+  """Several batched LAPACK kernels in one compiled call can deadlock XLA's CPU thread pool."""
+  hlo = jax.jit(shifts.shift_episodes, static_argnums=(0, 1, 2, 3, 4)).lower(
+      TASK, shifts.SHIFTS, 3, POINTS, CONTEXT).as_text()
+  assert "lapack" not in hlo.lower()
+
+
 def test_none_is_the_task_itself():
   ep = sample(TASK, "none", 2, 5)
   base = jax.jit(TASK.sample, static_argnums=(1, 2))(jax.random.PRNGKey(2), 5, POINTS)

@@ -42,15 +42,31 @@ class ShiftSettings:
       raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
 
 
+def _orthonormal_columns(a: jax.Array) -> jax.Array:
+  """Q of a = QR, R upper-triangular with a positive diagonal, for a [dim, cols] of full rank.
+
+  Gram–Schmidt, each column projected out twice ("twice is enough"), in plain XLA ops. Not
+  jnp.linalg.qr: jaxlib's batched LAPACK kernels share XLA's CPU thread pool, and several of
+  them in one compiled call (one per shift) can deadlock it (seen with jaxlib 0.10.2 on 2 cores).
+  """
+  a = jnp.asarray(a)
+  dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+
+  def step(j, q):
+    column = a[:, j]
+    for _ in range(2):
+      column = column - dot(q, dot(q.T, column))   # the columns of q not yet made are zero
+    return q.at[:, j].set(column / jnp.linalg.norm(column))
+  return jax.lax.fori_loop(0, a.shape[1], step, jnp.zeros_like(a))
+
+
 def _random_orthonormal(key: jax.Array, dim: int, cols: int) -> jax.Array:
   """[dim, cols] orthonormal columns spanning a uniformly random subspace.
 
-  QR of a Gaussian matrix, with the signs of R's diagonal moved into Q: without that
-  fix Q is not Haar-distributed (Mezzadri 2007, "How to generate random matrices from
-  the classical compact groups").
+  The Q of a Gaussian matrix's QR with R's diagonal positive is Haar-distributed (Mezzadri
+  2007, "How to generate random matrices from the classical compact groups").
   """
-  q, r = jnp.linalg.qr(jax.random.normal(key, (dim, cols)))
-  return q * jnp.sign(jnp.diagonal(r))
+  return _orthonormal_columns(jax.random.normal(key, (dim, cols)))
 
 
 # Each shift maps (key, x [points, dim], w [dim, 1], context_points, settings) to
@@ -94,7 +110,7 @@ def _orthogonal_query(key, x, w, context_points, settings):
   # independent of w: E[(wᵀx_q)²] = E‖x‖²·E‖w‖²/dim = E‖w‖², zero_loss is unchanged.
   context, queries = x[:context_points], x[context_points:]
   if context_points > 0:
-    basis, _ = jnp.linalg.qr(context.T)                              # [dim, C]
+    basis = _orthonormal_columns(context.T)                          # [dim, C]
     projected = queries
     for _ in range(2):  # a second pass removes what rounding left of the first ("twice is enough")
       projected = projected - (projected @ basis) @ basis.T
