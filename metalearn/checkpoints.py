@@ -10,6 +10,18 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+def checkpoint_directory(workdir: str) -> str:
+  """Where a work directory's checkpoints live, one subdirectory per saved step."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def saved_steps(workdir: str) -> tuple[int, ...]:
+  """The steps saved in `workdir`, read from the directory listing alone (no orbax manager)."""
+  directory = checkpoint_directory(workdir)
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return tuple(sorted(int(name) for name in names if name.isdigit()))
+
+
 class CheckpointMismatchError(ValueError):
   """A readable checkpoint that holds a different train state than the config builds."""
 
@@ -22,7 +34,7 @@ class Checkpoints:
   """
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = checkpoint_directory(workdir)
     self.damaged_directory = os.path.join(os.path.abspath(workdir), "checkpoints_damaged")
     self._keep, self._read_only = keep, read_only
     self._manager = self._open()

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from metalearn import losses
+from metalearn.checkpoints import saved_steps
 from metalearn.episode import Episode
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.registry import LEARNERS
@@ -37,13 +38,11 @@ OPTIMIZERS = ("sgd", "adam")
 def _load_transformer_run(run: str) -> tuple[Transformer, Params]:
   """(transformer, params at its latest checkpoint) of the run in `run`, loaded once per path
   and set of checkpoints: a run that has saved a new checkpoint since is read again."""
-  directory = os.path.join(run, "checkpoints")
-  steps = os.listdir(directory) if os.path.isdir(directory) else []
-  return _load_transformer_checkpoint(run, tuple(sorted(n for n in steps if n.isdigit())))
+  return _load_transformer_checkpoint(run, saved_steps(run))
 
 
 @functools.lru_cache(maxsize=None)
-def _load_transformer_checkpoint(run: str, steps: tuple[str, ...]) -> tuple[Transformer, Params]:
+def _load_transformer_checkpoint(run: str, steps: tuple[int, ...]) -> tuple[Transformer, Params]:
   del steps  # only part of the cache key
   from metalearn.runs import load_run  # metalearn.runs imports metalearn.learners
   # The first call may come from inside a trace (a jitted `predict`, `init_state`), where the
