@@ -1,6 +1,20 @@
 """Config sections that several experiment families share, each field commented once."""
 
+from typing import Sequence
+
 import ml_collections
+
+
+def variant(arg: str | None, variants: Sequence[str], config_file: str) -> str:
+  """The variant that `get_config(arg)` builds: `arg`, or the first of `variants` (the default).
+
+  A config file declares its `VARIANTS` once; this message and `--print_config` both list them.
+  """
+  name = arg or variants[0]
+  if name not in variants:
+    raise ValueError(f"unknown variant {name!r} of {config_file}; allowed: "
+                     f"{', '.join(variants)}")
+  return name
 
 
 def linear_regression_task(dim: int) -> ml_collections.ConfigDict:

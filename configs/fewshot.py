@@ -24,23 +24,16 @@ from configs import common
 LEARNERS = ("maml", "fomaml", "anil", "transformer")
 SHOTS = {"1shot": 1, "5shot": 5}
 WAYS, QUERIES = 5, 5
-
-
-def _parse(variant: str) -> tuple[bool, str, int, bool]:
-  parts = variant.split("-")
-  omniglot = parts[:1] == ["omniglot"]
-  parts = parts[1:] if omniglot else parts
-  smoke = parts[-1:] == ["smoke"]
-  parts = parts[:-1] if smoke else parts
-  if len(parts) != 2 or parts[0] not in LEARNERS or parts[1] not in SHOTS:
-    raise ValueError(f"unknown variant {variant!r} of configs/fewshot.py; allowed: "
-                     f"[omniglot-]{{{','.join(LEARNERS)}}}-{{{','.join(SHOTS)}}}[-smoke], "
-                     "e.g. maml-1shot")
-  return omniglot, parts[0], SHOTS[parts[1]], smoke
+# [omniglot-]LEARNER-KSHOT[-smoke] -> (omniglot, learner, shots, smoke); the first is the default.
+_PARSED = {f"{'omniglot-' if omniglot else ''}{learner}-{kshot}{'-smoke' if smoke else ''}":
+           (omniglot, learner, shots, smoke)
+           for omniglot in (False, True) for learner in LEARNERS
+           for kshot, shots in SHOTS.items() for smoke in (False, True)}
+VARIANTS = tuple(_PARSED)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  omniglot, learner, shots, smoke = _parse(arg or "maml-1shot")
+  omniglot, learner, shots, smoke = _PARSED[common.variant(arg, VARIANTS, "configs/fewshot.py")]
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 

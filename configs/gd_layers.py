@@ -27,14 +27,11 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ("default", "recurrent2", "from_gd", "recurrent2_from_gd", "smoke")
+VARIANTS = ("default", "recurrent2", "from_gd", "recurrent2_from_gd", "smoke")  # first: default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} of configs/gd_layers.py; allowed: "
-                     f"{', '.join(VARIANTS)}")
+  variant = common.variant(arg, VARIANTS, "configs/gd_layers.py")
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 

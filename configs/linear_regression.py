@@ -16,10 +16,11 @@ import ml_collections
 from configs import common
 
 SIZES = {"tiny": (64, 3, 2), "small": (128, 6, 4), "standard": (256, 12, 8)}
+VARIANTS = ("default", "smoke", "garg", "small", "standard", "akyurek")  # the first is the default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "default"
+  variant = common.variant(arg, VARIANTS, "configs/linear_regression.py")
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 
@@ -59,15 +60,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.curriculum.enabled = True
     config.train.update(num_steps=500_000, learning_rate=1e-4, schedule="constant",
                         warmup_steps=0, grad_clip=0.0, log_every=1000, checkpoint_every=10_000)
-  elif variant == "akyurek":
+  else:  # akyurek
     config.task.update(dim=8, noise_std=0.1)
     config.model.update(max_points=40)
     config.data.points = 40
     config.train.update(optimizer="adamw", num_steps=50_000, warmup_steps=10_000,
                         checkpoint_every=5000)
     config.eval.baselines = ("bayes_ridge", "least_squares", "averaging", "knn")
-  else:
-    raise ValueError(f"unknown variant {variant!r} of configs/linear_regression.py; allowed: "
-                     "default, smoke, garg, small, standard, akyurek")
   config.lock()
   return config

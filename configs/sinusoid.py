@@ -20,14 +20,12 @@ import ml_collections
 from configs import common
 
 LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
+# Each learner, and its smoke run; the first is the default.
+VARIANTS = tuple(f"{learner}{size}" for learner in LEARNERS for size in ("", "-smoke"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "maml"
-  learner, _, size = variant.partition("-")
-  if learner not in LEARNERS or size not in ("", "smoke"):
-    raise ValueError(f"unknown variant {variant!r} of configs/sinusoid.py; allowed: "
-                     f"{', '.join(LEARNERS)}, each optionally with '-smoke'")
+  learner, _, size = common.variant(arg, VARIANTS, "configs/sinusoid.py").partition("-")
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random draw in the run
 

@@ -3,6 +3,7 @@
 import dataclasses
 from typing import Any, Mapping
 
+from metalearn.checks import check_fields, check_int, check_type
 from metalearn.curriculum import Curriculum
 from metalearn.learners import Learner, make_baseline, make_learner
 from metalearn.tasks import TaskFamily, make_task
@@ -88,13 +89,23 @@ def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
   return dict(config[name])
 
 
-def _typed(cls, section: dict[str, Any], prefix: str):
-  allowed = {f.name for f in dataclasses.fields(cls)}
+def _exact_fields(section: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
   unknown, missing = sorted(set(section) - allowed), sorted(allowed - set(section))
   if unknown or missing:
     raise ValueError(f"config section {prefix!r}: unknown field(s) {unknown}, missing {missing}; "
                      f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _typed(cls, section: dict[str, Any], prefix: str):
+  """`cls` built from a section that has exactly its fields, each of its field's type."""
+  _exact_fields(section, {f.name for f in dataclasses.fields(cls)}, prefix)
+  check_fields(cls, section, prefix)
   return cls(**section)
+
+
+# The curriculum fields a config sets; the ends are the task's dim and data.points.
+_CURRICULUM_FIELDS = {"enabled", "dims_start", "dims_increment", "points_start",
+                      "points_increment", "interval"}
 
 
 class ConfigError(ValueError):
@@ -115,31 +126,27 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
 
 
 def _build(config: Mapping[str, Any]) -> Experiment:
+  if "seed" not in config:
+    raise ValueError("the config has no 'seed'; it needs: seed, task, model, data, train, eval")
+  check_int("seed", config["seed"])
   task = make_task(_section(config, "task"))
   learner = make_learner(_section(config, "model"))
   data = _section(config, "data")
-  allowed = {"points", "loss_from", "curriculum"}
-  if set(data) != allowed:
-    raise ValueError(f"config section 'data': unknown field(s) {sorted(set(data) - allowed)}, "
-                     f"missing {sorted(allowed - set(data))}; allowed: {', '.join(sorted(allowed))}")
+  _exact_fields(data, {"points", "loss_from", "curriculum"}, "data")
   points, loss_from = data["points"], data["loss_from"]
-  if not isinstance(points, int) or points < 1:
-    raise ValueError(f"data.points must be an integer >= 1, got {points!r}")
-  if not isinstance(loss_from, int) or not 0 <= loss_from < points:
+  check_int("data.points", points, minimum=1)
+  check_int("data.loss_from", loss_from)
+  if not 0 <= loss_from < points:
     raise ValueError(f"data.loss_from must be an integer in [0, data.points={points}), "
                      f"got {loss_from!r}")
   task.check_points(points)
   _check_context(learner, points, loss_from)
   learner.check_loss(task.loss_name)
-  curriculum_section = dict(data["curriculum"])
-  if curriculum_section.pop("enabled"):
-    curriculum = Curriculum(dims_end=task.dim, points_end=points, **curriculum_section)
-  else:
-    curriculum = Curriculum.constant(task.dim, points)
+  curriculum = _curriculum(dict(data["curriculum"]), task.dim, points)
   learner.check_episode(points, task.dim)
   train = _typed(TrainConfig, _section(config, "train"), "train")
   eval_section = _section(config, "eval")
-  if "baselines" in eval_section:  # a JSON round trip turns the tuple into a list
+  if isinstance(eval_section.get("baselines"), list):  # a JSON round trip makes the tuple one
     eval_section["baselines"] = tuple(eval_section["baselines"])
   if "task_overrides" in eval_section:  # hashable, as the experiment is a static argument
     eval_section["task_overrides"] = tuple(sorted(dict(eval_section["task_overrides"]).items()))
@@ -152,6 +159,17 @@ def _build(config: Mapping[str, Any]) -> Experiment:
                     points, loss_from, curriculum, train, evaluation)
 
 
+def _curriculum(section: dict[str, Any], dims: int, points: int) -> Curriculum:
+  """The data.curriculum section, checked whether or not it is enabled."""
+  _exact_fields(section, _CURRICULUM_FIELDS, "data.curriculum")
+  enabled = section.pop("enabled")
+  check_type("data.curriculum.enabled", enabled, bool)
+  check_fields(Curriculum, section, "data.curriculum")
+  if enabled:
+    return Curriculum(dims_end=dims, points_end=points, **section)
+  return Curriculum.constant(dims, points)
+
+
 def _eval_task(config: Mapping[str, Any], task: TaskFamily,
                overrides: tuple[tuple[str, Any], ...]) -> TaskFamily:
   """The held-out family (e.g. a few-shot task's test classes); its shapes must be the task's."""
@@ -159,7 +177,10 @@ def _eval_task(config: Mapping[str, Any], task: TaskFamily,
     return task
   if "name" in dict(overrides):
     raise ValueError("eval.task_overrides may change a task's fields, not its name")
-  eval_task = make_task({**dict(config["task"]), **dict(overrides)})
+  try:
+    eval_task = make_task({**dict(config["task"]), **dict(overrides)})
+  except ValueError as error:
+    raise ValueError(f"eval.task_overrides: {error}") from error
   for attribute in ("dim", "out_dim", "loss_name"):
     if getattr(eval_task, attribute) != getattr(task, attribute):
       raise ValueError(f"eval.task_overrides change the task's {attribute} from "

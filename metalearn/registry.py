@@ -3,12 +3,15 @@
 import dataclasses
 from typing import Any, Callable, Mapping
 
+from metalearn.checks import check_fields
+
 
 class Registry:
   """Maps names to dataclasses built from a config section of the same fields."""
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, section: str | None = None):
     self.kind = kind
+    self.section = section or kind  # the config section that names an entry, for messages
     self._entries: dict[str, type] = {}
 
   def register(self, name: str) -> Callable[[type], type]:
@@ -48,4 +51,5 @@ class Registry:
     # A JSON round trip (a run's saved config) turns tuples into lists; entries are
     # static jit arguments and must stay hashable.
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    check_fields(cls, fields, self.section)
     return cls(**fields, **extra)

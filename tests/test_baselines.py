@@ -214,9 +214,9 @@ def test_bayes_ridge_beats_least_squares_on_noisy_data_near_k_equals_d(noiseless
 @pytest.mark.parametrize("section, message", [
     ({"name": "ridge", "lam": 0.0}, "ridge lam must be a number > 0, got 0.0"),
     ({"name": "ridge", "lam": -1}, "ridge lam must be a number > 0, got -1"),
-    ({"name": "ridge", "lam": float("nan")}, "ridge lam must be a number > 0, got nan"),
+    ({"name": "ridge", "lam": float("nan")}, "model.lam must be a finite number, got nan"),
     ({"name": "knn", "k": 0}, "knn k must be an integer >= 1, got 0"),
-    ({"name": "knn", "k": 2.5}, "knn k must be an integer >= 1, got 2.5"),
+    ({"name": "knn", "k": 2.5}, "model.k must be an integer, got 2.5 (float)"),
     ({"name": "gd", "steps": 0}, "gd steps must be an integer >= 1, got 0"),
     ({"name": "gd", "step_size": -0.1}, "gd step_size must be a number > 0, got -0.1"),
     ({"name": "least_squares", "rtol": 0}, "least_squares rtol must be a number > 0, got 0"),

@@ -9,14 +9,10 @@ import pytest
 from metalearn.curriculum import Curriculum
 from metalearn.experiment import ConfigError, build_experiment
 
-CONFIGS = {"linear_regression": ["default", "smoke", "garg", "small", "standard", "akyurek"],
-           "gd_layers": ["default", "recurrent2", "from_gd", "recurrent2_from_gd", "smoke"]}
-CONFIGS["sinusoid"] = [f"{learner}{size}" for learner in
-                       ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")
-                       for size in ("", "-smoke")]
-CONFIGS["fewshot"] = [f"{learner}-{shots}{size}" for learner in
-                      ("maml", "fomaml", "anil", "transformer") for shots in ("1shot", "5shot")
-                      for size in ("", "-smoke")]
+FAMILIES = ("linear_regression", "gd_layers", "sinusoid", "fewshot")
+# Every variant each config file declares; Omniglot's need its archive (--config.task.data_dir).
+CONFIGS = {family: [v for v in importlib.import_module(f"configs.{family}").VARIANTS
+                    if not v.startswith("omniglot-")] for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family, variant",
@@ -30,8 +26,20 @@ def test_every_config_variant_builds(family, variant):
 
 def test_unknown_variant_names_the_allowed_ones():
   from configs.linear_regression import get_config
-  with pytest.raises(ValueError, match="unknown variant 'tiny'.*allowed: default, smoke"):
+  with pytest.raises(ValueError, match="unknown variant 'tiny' of configs/linear_regression.py; "
+                                       "allowed: default, smoke, garg, small, standard, akyurek$"):
     get_config("tiny")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_config_file_declares_its_variants_once(family):
+  """The declared VARIANTS are the ones get_config builds and the ones its error lists."""
+  module = importlib.import_module(f"configs.{family}")
+  assert len(set(module.VARIANTS)) == len(module.VARIANTS) >= 5
+  assert module.get_config(None).to_dict() == module.get_config(module.VARIANTS[0]).to_dict()
+  with pytest.raises(ValueError) as error:
+    module.get_config("nope")
+  assert str(error.value).endswith("allowed: " + ", ".join(module.VARIANTS))
 
 
 def test_garg_curriculum_schedule():
@@ -117,7 +125,9 @@ def test_bad_task_overrides_are_named(overrides, message):
     build_experiment(config)
 
 
-def test_unknown_fewshot_variant_names_the_grammar():
+def test_unknown_fewshot_variant_names_the_variants():
   from configs.fewshot import get_config
-  with pytest.raises(ValueError, match=r"unknown variant 'maml-2shot'.*\[omniglot-\]"):
+  with pytest.raises(ValueError, match=r"unknown variant 'maml-2shot' of configs/fewshot.py; "
+                                       r"allowed: maml-1shot, maml-1shot-smoke, .*, "
+                                       r"omniglot-transformer-5shot-smoke$"):
     get_config("maml-2shot")

@@ -244,8 +244,8 @@ def test_grid_search_finds_a_quadratic_minimum():
                                               "got -0.1"),
     ({"name": "preconditioned_gd", "damping": 0.0}, "preconditioned_gd damping must be a number "
                                                     "> 0, got 0.0"),
-    ({"name": "newton_schulz", "steps": 1.5}, "newton_schulz steps must be an integer >= 1, "
-                                              "got 1.5"),
+    ({"name": "newton_schulz", "steps": 1.5}, "model.steps must be an integer, got 1.5 "
+                                              "(float)"),
 ])
 def test_bad_settings_are_refused(section, message):
   with pytest.raises(ValueError, match=re.escape(message)):

@@ -10,11 +10,11 @@ together, from exclusive cumulative sums or prefix-masked designs.
 
 import dataclasses
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 
+from metalearn import checks
 from metalearn.episode import Episode
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS
@@ -65,14 +65,11 @@ def _apply(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _check_int(learner: str, field: str, value, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"{learner} {field} must be an integer >= {minimum}, got {value!r}")
+  checks.check_int(f"{learner} {field}", value, minimum)
 
 
 def _check_positive(learner: str, field: str, value) -> None:
-  # `not value > 0` also refuses NaN.
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-    raise ValueError(f"{learner} {field} must be a number > 0, got {value!r}")
+  checks.check_positive(f"{learner} {field}", value)
 
 
 class _Baseline(Learner):

@@ -17,7 +17,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
-import numbers
 import os
 
 import flax.traverse_util
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metalearn import losses
+from metalearn import checks, losses
 from metalearn.checkpoints import saved_steps
 from metalearn.episode import Episode
 from metalearn.learners.base import Learner, Params
@@ -57,8 +56,7 @@ def _load_transformer_checkpoint(run: str, steps: tuple[int, ...]) -> tuple[Tran
 
 
 def _check_int(field: str, value, minimum: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    raise ValueError(f"finetune {field} must be an integer >= {minimum}, got {value!r}")
+  checks.check_int(f"finetune {field}", value, minimum)
 
 
 def _lora_kernels(params: Params) -> list[tuple[str, ...]]:
@@ -95,9 +93,7 @@ class FineTune(Learner):
     _check_int("inner_steps", self.inner_steps, 0)
     _check_int("rank", self.rank, 0)
     _check_int("seed", self.seed, 0)
-    if (isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, numbers.Real)
-        or not self.learning_rate > 0):  # `not > 0` also refuses NaN
-      raise ValueError(f"finetune learning_rate must be a number > 0, got {self.learning_rate!r}")
+    checks.check_positive("finetune learning_rate", self.learning_rate)
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f"unknown finetune optimizer {self.optimizer!r}; "
                        f"allowed: {', '.join(OPTIMIZERS)}")

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metalearn import checks
 from metalearn.episode import Episode
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS
@@ -139,9 +140,7 @@ def _context_tokens(x: jax.Array, y: jax.Array, context_points: int
 
 
 def _check_positive(field: str, value) -> None:
-  # `not value > 0` also refuses NaN.
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-    raise ValueError(f"gd_layers {field} must be a number > 0, got {value!r}")
+  checks.check_positive(f"gd_layers {field}", value)
 
 
 @LEARNERS.register("gd_layers")
@@ -171,9 +170,7 @@ class GDLayers(Learner):
 
   def __post_init__(self):
     for field in ("num_layers", "num_heads", "mlp_width"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"gd_layers {field} must be an integer >= 1, got {value!r}")
+      checks.check_int(f"gd_layers {field}", getattr(self, field), 1)
     for field in ("recurrent", "layer_norm", "mlp", "softmax"):
       if not isinstance(getattr(self, field), bool):
         raise ValueError(f"gd_layers {field} must be True or False, got {getattr(self, field)!r}")

@@ -2,4 +2,4 @@
 
 from metalearn.registry import Registry
 
-LEARNERS = Registry("learner")
+LEARNERS = Registry("learner", section="model")
