@@ -1,13 +1,23 @@
-"""Orbax checkpoints of the train state, with fallback past a damaged latest one."""
+"""Orbax checkpoints of the train state, checksummed, with fallback past damaged ones."""
 
+import hashlib
 import logging
 import os
+import re
 import shutil
+import sys
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+# The two items of a checkpoint: orbax's single-item name for the train state (so checkpoints
+# written before checksums existed restore unchanged) and the state's checksums beside it.
+_STATE, _CHECKSUMS = "default", "checksums"
+_CHECKSUM_FORMAT = "sha256 of dtype, shape and bytes, per leaf"
 
 
 def checkpoint_directory(workdir: str) -> str:
@@ -26,11 +36,135 @@ class CheckpointMismatchError(ValueError):
   """A readable checkpoint that holds a different train state than the config builds."""
 
 
+class ChecksumError(ValueError):
+  """A checkpoint whose arrays read back differently from the checksums saved with them."""
+
+
+class DamagedCheckpointsError(RuntimeError):
+  """A work directory whose checkpoints are all damaged: resuming would start over from step 0.
+
+  `summary` says which steps were damaged and where they are now; `advice`, what the caller
+  can do about it.
+  """
+
+  def __init__(self, summary: str, advice: str = ""):
+    super().__init__(f"{summary}. {advice}" if advice else summary)
+    self.summary = summary
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+  # Names only ("opt_state/1/0/mu/..."), not keystr's brackets and dots: a checkpoint restored
+  # without a target comes back as nested dicts and lists, where the train state has dataclasses
+  # and named tuples, and the two must name each leaf alike.
+  return "/".join(str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+                  for key in path)
+
+
+def state_checksums(state: Any) -> dict[str, str]:
+  """A sha256 per leaf of `state` (its dtype, shape and bytes on the host), keyed by leaf path."""
+  checksums = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    array = np.ascontiguousarray(np.asarray(leaf))
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    checksums[_leaf_name(path)] = digest.hexdigest()
+  return checksums
+
+
+def _verify(step: int, state: Any, saved: Any) -> None:
+  """Raises ChecksumError unless `state` has exactly the leaves and bytes `saved` records."""
+  if not isinstance(saved, dict) or saved.get("format") != _CHECKSUM_FORMAT:
+    raise ChecksumError(f"the checksums saved at step {step} are unreadable")
+  actual, expected = state_checksums(state), saved.get("leaves")
+  if actual != expected:
+    expected = expected if isinstance(expected, dict) else {}
+    differing = sorted(set(actual) ^ set(expected)
+                       | {k for k in set(actual) & set(expected) if actual[k] != expected[k]})
+    shown = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more"
+                                         if len(differing) > 3 else "")
+    raise ChecksumError(f"arrays differ from the checksums saved with them: {shown}")
+
+
+# Tensorstore ends its messages with the whole JSON spec of the array it opened (about 1.5 KB).
+_SPEC = re.compile(r"\s*\[tensorstore_spec=.*", re.S)
+
+
+def _reason(error: Exception, limit: int = 240) -> str:
+  """`error` in one short line: its type and message, without tensorstore's JSON spec.
+
+  Tensorstore nests its causes as "outer: ...: innermost"; past `limit` characters the innermost
+  (the end) is kept, as it names what is wrong with the bytes.
+  """
+  text = " ".join(_SPEC.sub("", str(error)).split())
+  if len(text) > limit:
+    text = "..." + text[-limit:]
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# When one array of a damaged checkpoint fails to read, orbax's `run_sync` closes its event loop at
+# once, while the reads of the other arrays are still in flight. Their leftovers, which nobody can
+# catch, used to print a traceback per array (up to 120 lines after one damaged checkpoint):
+# - tensorstore's late callbacks call `loop.call_soon_threadsafe` on the closed loop: a
+#   RuntimeError("Event loop is closed") on a tensorstore thread, sent to `sys.unraisablehook`;
+# - abandoned orbax read coroutines that failed too are finalised with their error unretrieved
+#   (`sys.unraisablehook` again, with tensorstore's whole JSON spec);
+# - futures that did get their error before the loop closed log "Future exception was never
+#   retrieved" to the `asyncio` logger when collected.
+# Nothing is lost by dropping exactly these: the restore has already failed and is reported in one
+# line. Both filters are installed once, before the first restore, and left in place, as the
+# leftovers arrive on tensorstore's threads or at garbage collection, after the restore returned.
+
+
+def _is_abandoned_read(unraisable) -> bool:
+  error, source = unraisable.exc_value, unraisable.object
+  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+    return True
+  code = getattr(source, "cr_code", None)
+  return code is not None and f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in code.co_filename
+
+
+def _drop_abandoned_reads(previous_hook):
+  """An unraisable hook that drops a failed restore's leftovers, passing on everything else."""
+
+  def hook(unraisable):
+    if not _is_abandoned_read(unraisable):
+      previous_hook(unraisable)
+
+  hook.drops_abandoned_reads = True
+  return hook
+
+
+class _AbandonedReadFilter(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" for a tensorstore read, keeps the rest."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (str(record.msg).split("\n", 1)[0].endswith("exception was never retrieved")
+                and "tensorstore" in str(error).lower())
+
+
+def _quiet_abandoned_reads() -> None:
+  if not getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+    sys.unraisablehook = _drop_abandoned_reads(sys.unraisablehook)
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(isinstance(f, _AbandonedReadFilter) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_AbandonedReadFilter())
+
+
 class Checkpoints:
   """The checkpoints of one work directory (`<workdir>/checkpoints/<step>`).
 
   Saves are synchronous: when `save` returns, the step is on disk, so a
   preempted or failing run has lost nothing it reported as saved.
+
+  Every checkpoint holds, beside the train state, a sha256 of each of its arrays
+  (a second orbax item, committed atomically with the state); a restore returns
+  only arrays whose bytes match them. A checkpoint saved before checksums existed
+  (its step has no checksums item, in its directory or its orbax metadata) is
+  restored with a warning that it could not be verified; one that names a
+  checksums item but cannot produce it is damaged.
+
+  `read_only`: restores only (as `load_run` does): nothing is saved or moved.
   """
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
@@ -40,50 +174,106 @@ class Checkpoints:
     self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
+    # A read-only instance never saves, deletes or moves, so orbax's own read_only mode (which
+    # warns three times on every open, as if something were wrong) is not needed: the same
+    # manager, opened without creating the directory and keeping every step, writes nothing.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=self._keep, create=not self._read_only, read_only=self._read_only,
+        max_to_keep=None if self._read_only else self._keep, create=not self._read_only,
         enable_async_checkpointing=False)
-    return ocp.CheckpointManager(self.directory, options=options)
+    handlers = {_STATE: ocp.StandardCheckpointHandler(), _CHECKSUMS: ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   @property
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    if self._read_only:
+      raise PermissionError(f"{self.directory} was opened read-only; cannot save step {step}")
+    checksums = {"format": _CHECKSUM_FORMAT, "leaves": state_checksums(state)}
+    self._manager.save(step, force=True, args=ocp.args.Composite(**{
+        _STATE: ocp.args.StandardSave(state), _CHECKSUMS: ocp.args.JsonSave(checksums)}))
     self._manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state: Any) -> Any | None:
-    """The newest checkpoint that restores, shaped like `abstract_state`; None if none.
+  def _has_checksums(self, step: int) -> bool:
+    if os.path.isdir(os.path.join(self.directory, str(step), _CHECKSUMS)):
+      return True
+    return _CHECKSUMS in (self._manager.metadata(step).item_handlers or {})
 
-    A checkpoint whose data cannot be read is reported by its step and moved to
-    `checkpoints_damaged/`, and the one before it is tried. One that reads but
-    does not fit `abstract_state` (the config changed the model or optimizer) is
-    left alone and raises CheckpointMismatchError.
+  def _restore(self, step: int, target: Any | None, checked: bool) -> Any:
+    items = {_STATE: ocp.args.StandardRestore(target)}
+    if checked:
+      items[_CHECKSUMS] = ocp.args.JsonRestore()
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    if checked:
+      _verify(step, restored[_STATE], restored[_CHECKSUMS])
+    return restored[_STATE]
+
+  def restore_latest(self, abstract_state: Any) -> Any | None:
+    """The newest checkpoint that restores, shaped like `abstract_state`; None if none was saved.
+
+    A checkpoint whose data cannot be read, or reads back different from its
+    checksums, is reported by its step in one line and moved to
+    `checkpoints_damaged/`, and the one before it is tried. If every checkpoint
+    is damaged (or none is left beside ones set aside before), raises
+    DamagedCheckpointsError rather than return None, which would start over.
+    One that reads but does not fit `abstract_state` (the config changed the
+    model or optimizer) is left alone and raises CheckpointMismatchError.
     """
+    _quiet_abandoned_reads()
+    earlier, damaged = self._set_aside_before(), []
     for step in reversed(self.steps):
       try:
-        self._manager.restore(step, args=ocp.args.StandardRestore())
-      except Exception as error:  # orbax raises many types for unreadable data
+        checked = self._has_checksums(step)
+        # Restored as saved first: unreadable or altered bytes mean damage, while a failure of
+        # the restore into this config's shapes alone means the config changed.
+        self._restore(step, None, checked)
+      except Exception as error:  # orbax and tensorstore raise many types for unreadable data
+        damaged.append(step)
         self._set_aside(step, error)
         continue
+      if not checked:
+        log.warning("checkpoint at step %d was saved before checkpoints had checksums: restored "
+                    "without verifying its arrays", step)
       try:
-        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-      except ValueError as error:
+        return self._restore(step, abstract_state, checked)
+      except (ValueError, KeyError) as error:
         raise CheckpointMismatchError(
             f"the checkpoint at step {step} in {self.directory} does not fit this config's "
             f"train state (was the model or optimizer changed?); use a new workdir. "
-            f"Orbax says: {error}") from error
-    return None
+            f"Orbax says: {_reason(error)}") from error
+    if not damaged and not earlier:
+      return None
+    where = (f"left in {self.directory} (read-only)" if self._read_only
+             else f"moved to {self.damaged_directory}")
+    found = (f"steps {', '.join(map(str, sorted(damaged)))} {where}" if damaged
+             else "no checkpoint left")
+    before = f"; set aside earlier: {', '.join(earlier)}" if earlier else ""
+    raise DamagedCheckpointsError(
+        f"every checkpoint in {self.directory} is damaged ({found}{before})")
+
+  def _set_aside_before(self) -> list[str]:
+    """The checkpoints an earlier restore moved to `checkpoints_damaged/`."""
+    if not os.path.isdir(self.damaged_directory):
+      return []
+    return sorted(os.listdir(self.damaged_directory),
+                  key=lambda name: [int(part) for part in name.split(".") if part.isdigit()])
 
   def _set_aside(self, step: int, error: Exception) -> None:
-    log.warning("checkpoint at step %d is damaged (%s: %s); trying the one before it",
-                step, type(error).__name__, error)
+    log.debug("checkpoint at step %d failed to restore", step, exc_info=error)
     if self._read_only:
+      log.warning("checkpoint at step %d is damaged (%s); trying the one before it", step,
+                  _reason(error))
       return
     os.makedirs(self.damaged_directory, exist_ok=True)
-    shutil.move(os.path.join(self.directory, str(step)),
-                os.path.join(self.damaged_directory, str(step)))
+    # A step damaged a second time (after a restart) must not land inside the first one.
+    name, copy = str(step), 0
+    while os.path.exists(os.path.join(self.damaged_directory, name)):
+      copy += 1
+      name = f"{step}.{copy}"
+    shutil.move(os.path.join(self.directory, str(step)), os.path.join(self.damaged_directory, name))
+    log.warning("checkpoint at step %d is damaged (%s); moved to %s, trying the one before it",
+                step, _reason(error), os.path.join(os.path.basename(self.damaged_directory), name))
     self._manager.close()
     self._manager = self._open()
 
