@@ -96,8 +96,24 @@ def make_train_step(experiment: Experiment, num_devices: int
   def many_steps(state: TrainState):
     return jax.lax.scan(one_step, state, None, length=train.steps_per_call)
 
-  return jax.pmap(many_steps, axis_name=AXIS, devices=jax.local_devices()[:num_devices],
-                  donate_argnums=0)
+  devices = jax.local_devices()[:num_devices]
+  stepped = jax.pmap(many_steps, axis_name=AXIS, devices=devices, donate_argnums=0)
+  if num_devices == 1 or devices[0].platform != "cpu":
+    return stepped
+  return functools.partial(_one_call_in_flight, stepped)
+
+
+def _one_call_in_flight(stepped: Callable[[TrainState], Any], state: TrainState) -> Any:
+  """Runs a multi-device CPU step and waits for it before the next can be dispatched.
+
+  XLA's CPU client deadlocks when calls with collectives are dispatched ahead: a launch of one
+  device's share waits for a free slot of that device's in-flight limit while holding a worker
+  thread, and the other device's share, already running, waits in the all-reduce for it until
+  XLA aborts the process (exit 134, "Termination timeout for 'all reduce ...'"; seen with gdb,
+  jaxlib 0.10.2, 2 host devices on 2 cores). One call in flight never needs a second slot. Each
+  call runs `steps_per_call` steps, so the host wait costs one dispatch per call.
+  """
+  return jax.block_until_ready(stepped(state))
 
 
 def replicate(tree: Any, num_devices: int) -> Any:
