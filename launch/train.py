@@ -1,8 +1,16 @@
-"""Trains a learner from a config, resuming from the work directory's latest checkpoint.
+r"""Trains a learner from a config, resuming from the work directory's latest checkpoint.
 
     python launch/train.py --config=configs/linear_regression.py --workdir=runs/linear
     python launch/train.py --config=configs/linear_regression.py:smoke --workdir=/tmp/smoke \
         --config.train.num_steps=40
+    python launch/train.py --config=configs/sinusoid.py:maml --print_config
+
+--print_config prints the resolved config (after the overrides), one field a line, and the
+config file's variants, then exits without writing anything.
+
+Exit status: 0 when the run finished (trained and evaluated); 75 (PREEMPTED_EXIT_CODE in
+metalearn/train.py, sysexits' EX_TEMPFAIL) when SIGTERM stopped it with a checkpoint, to be
+resumed by relaunching the same command; 1 for bad input or a failed run.
 """
 
 import logging as std_logging
@@ -16,28 +24,58 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 from ml_collections import config_flags
 
+import config_flag
 import cpu_setup
 import launch_logging
+from metalearn.checkpoints import CheckpointMismatchError, DamagedCheckpointsError
 from metalearn.experiment import ConfigError
-from metalearn.train import train_and_evaluate
+from metalearn import metric_writers
+from metalearn.train import DEFAULT_WRITERS, PREEMPTED_EXIT_CODE, train_and_evaluate
+from metalearn.workdir import EVAL_DIR, WorkdirError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py[:variant]",
-                                          lock_config=True)
+_CONFIG = config_flag.define()
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "print the resolved config (after "
+                                  "the overrides) and the config file's variants, then exit")
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for the config, checkpoints, "
                                "metrics and evaluation; an existing run there is resumed")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "resume a run under a config that differs from its saved one; "
+    "the change and its step are recorded in <workdir>/config_changes.jsonl")
+_RESTART_IF_DAMAGED = flags.DEFINE_bool(
+    "restart_if_damaged", False, "when every checkpoint in the workdir is damaged (they are "
+    "moved to <workdir>/checkpoints_damaged/), train again from step 0 instead of refusing")
 _HOST_DEVICES = flags.DEFINE_integer(
-    "host_devices", -1, "XLA CPU devices to split the CPU into (the step is pmapped over them); "
-    "-1: one per core, as many as divide the batch; 0: leave XLA_FLAGS as it is. Accelerators "
-    "are not affected")
+    "host_devices", 1, "XLA CPU devices to split the CPU into (the step is pmapped over them); "
+    "1: one device on every core, no collectives (the default: safe under any load); -1: one "
+    "per core, as many as divide the batch (15-20% faster on 2 cores, benchmarks/RESULTS.md); "
+    "0: leave XLA_FLAGS as it is. Accelerators are not affected")
+_METRIC_WRITERS = flags.DEFINE_list(
+    "metric_writers", list(DEFAULT_WRITERS), "where rows of metrics go beside metrics.jsonl: "
+    f"any of {', '.join(metric_writers.WRITERS)} (wandb: pip install wandb; WANDB_PROJECT and "
+    "WANDB_MODE=offline are read), or empty")
 _HUGEPAGES = cpu_setup.define_hugepages_flag()
-flags.mark_flags_as_required(["config", "workdir"])
+# So that --help lists --config and --hugepages, defined in those modules.
+flags.adopt_module_key_flags(config_flag)
+flags.adopt_module_key_flags(cpu_setup)
+flags.mark_flags_as_required(["config"])
+flags.register_multi_flags_validator(
+    ["workdir", "print_config"], lambda values: values["workdir"] or values["print_config"],
+    "--workdir is required (it may be left out only with --print_config)")
 log = std_logging.getLogger("metalearn.launch")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _PRINT_CONFIG.value:
+    print(config_flag.describe(_CONFIG.value,
+                               config_flags.get_config_filename(flags.FLAGS["config"])))
+    return
+  try:
+    metric_writers.check_writers(_METRIC_WRITERS.value)
+  except ValueError as error:
+    sys.exit(f"metalearn: --metric_writers: {error}")
   # Before the first jax call starts a backend: these are read only then.
   if _HUGEPAGES.value:
     cpu_setup.use_hugepages()
@@ -51,20 +89,53 @@ def main(argv):
     jax.distributed.initialize()
   log.info("devices: %s", jax.devices())
   try:
-    errors = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    errors = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                                writers=_METRIC_WRITERS.value,
+                                restart_if_damaged=_RESTART_IF_DAMAGED.value)
   except ConfigError as error:
     sys.exit(f"metalearn: bad config: {error}")
+  except (WorkdirError, CheckpointMismatchError, DamagedCheckpointsError) as error:
+    sys.exit(f"metalearn: {error}")
   if errors is None:
-    log.info("stopped early; relaunch the same command to resume")
-    return
-  for name, values in errors.items():
-    if isinstance(values, dict):  # a fixed-context learner's query table
-      log.info("%-22s %s", name, "  ".join(f"{metric} {value:.4g}" for metric, value
-                                           in values.items() if not metric.endswith("_ci95")))
-    else:
-      log.info("%-16s normalised error by examples: %s", name,
-               " ".join(f"{v:.3f}" for v in values))
+    log.info("stopped by SIGTERM with a checkpoint; exiting with status %d (preempted): "
+             "relaunch the same command to resume", PREEMPTED_EXIT_CODE)
+    sys.exit(PREEMPTED_EXIT_CODE)
+  for line in _result_lines(errors, _CONFIG.value.task.get("dim")):
+    log.info("%s", line)
+  directory = os.path.join(_WORKDIR.value, EVAL_DIR)
+  log.info("wrote %s", ", ".join(os.path.join(directory, name)
+                                 for name in sorted(os.listdir(directory))))
+
+
+def _shown_examples(points: int, dim: int | None) -> list[int]:
+  """Every k when there are few; else k = 1, d/2, d, 2d and the last."""
+  if points <= 12 or dim is None:
+    return list(range(1, points)) if points <= 12 else list(range(1, points, points // 8))
+  return sorted({k for k in (1, dim // 2, dim, 2 * dim, points - 1) if 1 <= k < points})
+
+
+def _result_lines(errors: dict, dim: int | None) -> list[str]:
+  """The evaluation as a table a person reads: learners down, k (or metrics) across."""
+  width = max(len(name) for name in errors) + 2
+  values = next(iter(errors.values()))
+  if isinstance(values, dict):  # fixed-context learners: a query table, mean ± 95% interval
+    metrics = [metric for metric in values if not metric.endswith("_ci95")]
+    lines = ["query metrics, mean ± 95% interval over the held-out prompts:",
+             " " * width + "".join(f"{metric:>20}" for metric in metrics)]
+    for name, row in errors.items():
+      cells = (f"{row[m]:.4g} ± {row[m + '_ci95']:.2g}" for m in metrics)
+      lines.append(f"{name:<{width}}" + "".join(f"{cell:>20}" for cell in cells))
+    return lines
+  shown = _shown_examples(len(values), dim)
+  lines = [f"normalised error (1 = predicting zero) after k in-context examples"
+           f"{'' if dim is None else f', d = {dim}'}:",
+           " " * width + "".join(f"{f'k={k}':>8}" for k in shown)]
+  for name, row in errors.items():
+    lines.append(f"{name:<{width}}" + "".join(f"{float(row[k]):>8.3f}" for k in shown))
+  return lines
 
 
 if __name__ == "__main__":
+  config_flag.check_command_line(sys.argv)  # before absl parses: one line, not a traceback
   launch_logging.run(main)

@@ -1,7 +1,5 @@
 """Loading a finished (or stopped) run back for scripts, tests and notebooks."""
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -10,17 +8,17 @@ import ml_collections
 from metalearn.checkpoints import Checkpoints
 from metalearn.learners import Learner
 from metalearn.experiment import Experiment, build_experiment
-from metalearn.train import CONFIG_FILE
 from metalearn.train_step import init_state
+from metalearn.workdir import CONFIG_FILE, config_in_effect
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was launched with, as saved in its work directory."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  """The config a run's latest steps were trained under: the one it was launched with, as saved
+  in its work directory, with the changes recorded by relaunches that allowed them."""
+  config = config_in_effect(workdir)
+  if config is None:
     raise FileNotFoundError(f"{workdir!r} is not a metalearn run: it has no {CONFIG_FILE}")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(config)
 
 
 def _restore_target(experiment: Experiment) -> Any:
@@ -36,13 +34,32 @@ def load_run(workdir: str, experiment: Experiment | None = None
   """(learner, params at the latest checkpoint, config) of the run in `workdir`.
 
   `experiment`: the run's experiment when the caller has already built it from the saved config.
+  The arrays are verified against their checksums; damaged checkpoints are skipped (reported,
+  not moved), and if all are damaged DamagedCheckpointsError names them.
   """
   config = load_config(workdir)
   if experiment is None:
     experiment = build_experiment(config)
-  checkpoints = Checkpoints(workdir, read_only=True)
-  state = checkpoints.restore_latest(_restore_target(experiment))
-  checkpoints.close()
+  state = _latest_state(workdir, experiment)  # DamagedCheckpointsError
   if state is None:
     raise FileNotFoundError(f"the run in {workdir!r} has no readable checkpoint")
   return experiment.learner, state.params, config
+
+
+def resume_step(workdir: str, experiment: Experiment) -> int:
+  """The step a relaunch of the run in `workdir` under `experiment` resumes from (0 without a
+  readable checkpoint); reads the checkpoint without changing anything.
+
+  Raises CheckpointMismatchError when the checkpoint does not fit the experiment's train state.
+  """
+  state = _latest_state(workdir, experiment)
+  return 0 if state is None else int(state.step)
+
+
+def _latest_state(workdir: str, experiment: Experiment) -> Any | None:
+  """The newest readable train state in `workdir`, shaped for `experiment`; moves nothing."""
+  checkpoints = Checkpoints(workdir, read_only=True)
+  try:
+    return checkpoints.restore_latest(_restore_target(experiment))
+  finally:
+    checkpoints.close()

@@ -4,27 +4,31 @@
 tests and the notebooks.
 """
 
-import json
 import logging
 import os
 import signal
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from metalearn import evaluate, plots
-from metalearn.checkpoints import Checkpoints
-from metalearn.experiment import Experiment, build_experiment, check_devices
+from metalearn import evaluate, log_window, metric_writers, plots, progress
+from metalearn.checkpoints import Checkpoints, DamagedCheckpointsError
+from metalearn.experiment import ConfigError, Experiment, build_experiment, check_devices
 from metalearn.learners import make_baseline
+from metalearn.runs import resume_step
 from metalearn.train_step import init_state, make_train_step, replicate, unreplicate
+from metalearn.workdir import (EVAL_DIR, METRICS_FILE, WorkdirLock, check_config, read_metrics,
+                               record_config_change, rewind_metrics, save_config)
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-EVAL_DIR = "eval"
+# The exit status of a launch that SIGTERM stopped with a checkpoint, to be relaunched:
+# EX_TEMPFAIL of sysexits.h ("temporary failure, retry"), so that a scheduler can tell a
+# preempted run (75) from a finished one (0) and a failed one (1).
+PREEMPTED_EXIT_CODE = 75
+DEFAULT_WRITERS = ("tensorboard",)  # beside metrics.jsonl; see metric_writers.WRITERS
 
 
 class _Preemption:
@@ -44,99 +48,100 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _config_dict(config: Mapping[str, Any]) -> dict[str, Any]:
-  to_dict = getattr(config, "to_dict", None)
-  return to_dict() if to_dict else dict(config)
-
-
-def _rewind_metrics(path: str, step: int) -> None:
-  """Drops lines logged after `step`: a resumed run rewrites them identically."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(path, "w") as f:
-    f.writelines(kept)
-
-
-def _summarise(pending: list[dict[str, np.ndarray]], step: int, last_saved: int | None
-               ) -> dict[str, float]:
-  """Means of the metrics of the host calls since the last log; stops on NaN or Inf."""
-  stacked = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
-  # A finite loss with a non-finite gradient would still write NaN into the params.
-  losses = np.where(np.isfinite(stacked["grad_norm"]), stacked["loss"], np.nan)
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    first = step - len(losses) + int(bad[0]) + 1
-    kept = f"step {last_saved}" if last_saved is not None else "none yet"
-    raise FloatingPointError(
-        f"training loss or its gradient became {losses[bad[0]]} at step {first}; stopped "
-        "without saving. "
-        f"The last good checkpoint ({kept}) is untouched: lower train.learning_rate or set "
-        "train.grad_clip.")
-  return {name: float(np.mean(values)) for name, values in stacked.items()}
-
-
 def train(experiment: Experiment, workdir: str,
-          should_stop: Callable[[int], bool] | None = None) -> tuple[Any, bool]:
+          should_stop: Callable[[int], bool] | None = None,
+          writer_names: Sequence[str] = DEFAULT_WRITERS, restart_if_damaged: bool = False
+          ) -> tuple[Any, bool]:
   """Trains (or resumes) to `train.num_steps`; returns (final params, finished).
 
   `should_stop(step)`, called between host calls, ends the run early with a
-  checkpoint, as SIGTERM does; `finished` is False then.
+  checkpoint, as SIGTERM does; `finished` is False then. Rows of metrics go to
+  metrics.jsonl and to the writers named in `writer_names` (metric_writers.WRITERS).
+
+  Damaged checkpoints are set aside and the newest good one is resumed; if every one is
+  damaged, raises DamagedCheckpointsError before anything runs or is rewritten, unless
+  `restart_if_damaged`: then the run starts over from step 0.
   """
   train_cfg = experiment.train
   num_devices = jax.local_device_count()
   check_devices(train_cfg, num_devices)
   checkpoints = Checkpoints(workdir, keep=train_cfg.keep_checkpoints)
   state = init_state(experiment)
-  restored = checkpoints.restore_latest(state)
+  try:
+    restored = checkpoints.restore_latest(state)
+  except DamagedCheckpointsError as error:
+    if not restart_if_damaged:
+      checkpoints.close()
+      raise DamagedCheckpointsError(
+          error.summary, "Refusing to start over from step 0 and overwrite the run's metrics: to "
+          "train from scratch in this workdir anyway, pass restart_if_damaged=True "
+          "(launch/train.py --restart_if_damaged), or use a new workdir") from None
+    log.warning("%s; starting over from step 0 (restart_if_damaged)", error.summary)
+    restored = None
   if restored is not None:
     state = restored
     log.info("resuming from the checkpoint at step %d", int(state.step))
   step = int(state.step)
   last_saved = step if restored is not None else None
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  _rewind_metrics(metrics_path, step)
+  rewind_metrics(metrics_path, step)
 
   train_step = make_train_step(experiment, num_devices)
   replicated = replicate(state, num_devices)
+  window = log_window.resume_window(workdir, step, train_cfg.log_every)
   pending, window_start, window_step, compiled = [], time.perf_counter(), step, False
-  with _Preemption() as preemption, open(metrics_path, "a") as metrics_file:
-    while step < train_cfg.num_steps:
-      replicated, metrics = train_step(replicated)
-      if not compiled:
-        # The first call compiles; time the rate from its end, not its start.
-        jax.block_until_ready(metrics)
-        compiled = True
-        log.info("compiled and ran the first %d steps in %.1fs", train_cfg.steps_per_call,
-                 time.perf_counter() - window_start)
-        window_start = time.perf_counter()
-        window_step = step + train_cfg.steps_per_call
-      step += train_cfg.steps_per_call
-      pending.append(metrics)
-      stopping = preemption.requested or (should_stop is not None and should_stop(step))
-      at_log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
-      at_save = step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps
-      if at_log or at_save or stopping:
-        host = [{name: np.asarray(v[0]) for name, v in m.items()} for m in pending]
-        summary = _summarise(host, step, last_saved)
-        pending = []
-        now = time.perf_counter()
-        rate = (step - window_step) / (now - window_start) if step > window_step else None
-        window_start, window_step = now, step
-        metrics_file.write(json.dumps({"step": step, **summary, "steps_per_sec": rate}) + "\n")
-        metrics_file.flush()
-        speed = (f"  {rate:.1f} steps/s  {(train_cfg.num_steps - step) / rate:.0f}s left"
-                 if rate else "")
-        log.info("step %d/%d  loss %.4g  normalised %.4g%s", step, train_cfg.num_steps,
-                 summary["loss"], summary["normalised_loss"], speed)
-      if at_save or stopping:
-        checkpoints.save(step, unreplicate(replicated))
-        last_saved = step
-      if stopping:
-        log.info("stopping at step %d on request; the checkpoint is saved", step)
-        break
-  checkpoints.close()
+  writers = []
+  try:
+    writers = metric_writers.open_writers(workdir, metrics_path, writer_names, resume_step=step)
+    with _Preemption() as preemption, \
+        progress.progress_bar(train_cfg.num_steps, step) as bar:
+      while step < train_cfg.num_steps:
+        replicated, metrics = train_step(replicated)
+        if not compiled:
+          # The first call compiles; time the rate from its end, not its start.
+          jax.block_until_ready(metrics)
+          compiled = True
+          log.info("compiled and ran the first %d steps in %.1fs", train_cfg.steps_per_call,
+                   time.perf_counter() - window_start)
+          window_start = time.perf_counter()
+          window_step = step + train_cfg.steps_per_call
+        step += train_cfg.steps_per_call
+        bar.update(train_cfg.steps_per_call)
+        pending.append(metrics)
+        stopping = preemption.requested or (should_stop is not None and should_stop(step))
+        # Rows follow the step count: a stop or a checkpoint between two of them writes no
+        # row; its steps so far are saved with the checkpoint and go into the next row.
+        at_log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
+        at_save = step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps
+        if at_log or at_save or stopping:
+          for m in pending:
+            window.add({name: np.asarray(v[0]) for name, v in m.items()})
+          pending = []
+          window.check_finite(last_saved)
+        if at_log:
+          summary = window.means()
+          window = log_window.LogWindow(step + 1)
+          now = time.perf_counter()
+          rate = (step - window_step) / (now - window_start) if step > window_step else None
+          window_start, window_step = now, step
+          for writer in writers:
+            writer.write(step, {**summary, "steps_per_sec": rate})
+          speed = (f"  {rate:.1f} steps/s  {(train_cfg.num_steps - step) / rate:.0f}s left"
+                   if rate else "")
+          log.info("step %d/%d  loss %.4g  normalised loss (mean over positions) %.4g%s", step,
+                   train_cfg.num_steps, summary["loss"], summary["normalised_loss"], speed)
+        if at_save or stopping:
+          if window.num_steps:
+            window.save(workdir, step)  # before the checkpoint that needs it
+          checkpoints.save(step, unreplicate(replicated))
+          last_saved = step
+          log_window.prune_windows(workdir, checkpoints.steps)
+        if stopping:
+          log.info("stopping at step %d on request; the checkpoint is saved", step)
+          break
+  finally:
+    metric_writers.close_writers(writers)
+    checkpoints.close()
   return unreplicate(replicated).params, step >= train_cfg.num_steps
 
 
@@ -175,18 +180,44 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str,
 
 
 def train_and_evaluate(config: Mapping[str, Any], workdir: str,
-                       should_stop: Callable[[int], bool] | None = None
-                       ) -> dict[str, Any] | None:
+                       should_stop: Callable[[int], bool] | None = None,
+                       allow_config_change: bool = False,
+                       writers: Sequence[str] = DEFAULT_WRITERS,
+                       restart_if_damaged: bool = False) -> dict[str, Any] | None:
   """Checks the config, trains or resumes in `workdir`, then evaluates.
+
+  Everything is checked before anything is written: the config (ConfigError), the batch
+  against the devices, the directory (WorkdirError: unusable; WorkdirBusyError: held by
+  another process, named by pid), and a relaunch's config against the run's. An identical
+  config resumes; a different one raises ConfigChangedError listing every differing field,
+  unless `allow_config_change`: then the change and the step it takes effect are recorded in
+  config_changes.jsonl, config.json is kept, and `runs.load_config` gives the config in effect.
+  A change the checkpoint cannot take (a model size) raises CheckpointMismatchError, and the
+  run is left as it was. The directory is held by this call until it returns.
+
+  `writers` names where rows of metrics go beside metrics.jsonl (metric_writers.WRITERS);
+  an unknown one, or one whose package is missing, raises ValueError first.
+
+  A run whose checkpoints are all damaged raises DamagedCheckpointsError (naming the steps and
+  where they were moved) instead of starting over, unless `restart_if_damaged`.
 
   Returns what `evaluate_run` returns, or None if
   the run stopped early (SIGTERM or `should_stop`) and is left to be resumed.
   """
   experiment = build_experiment(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    json.dump(_config_dict(config), f, indent=2, sort_keys=True)
-  params, finished = train(experiment, workdir, should_stop)
-  if not finished:
-    return None
-  return evaluate_run(experiment, params, workdir)
+  metric_writers.check_writers(writers)
+  try:
+    check_devices(experiment.train, jax.local_device_count())
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+  with WorkdirLock(workdir, process=jax.process_index()):
+    changes = check_config(workdir, config, allow_config_change)
+    read_metrics(os.path.join(workdir, METRICS_FILE))  # raises for a damaged line
+    if changes is None:
+      save_config(workdir, config)
+    elif changes:
+      record_config_change(workdir, resume_step(workdir, experiment), changes)
+    params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged)
+    if not finished:
+      return None
+    return evaluate_run(experiment, params, workdir)

@@ -6,6 +6,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from metalearn.train import PREEMPTED_EXIT_CODE
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,12 +21,73 @@ def _launch(workdir, *overrides, config="linear_regression.py:smoke"):
                           text=True)
 
 
-def test_misspelt_config_field_stops_the_launch_naming_it(tmp_path):
-  process = _launch(tmp_path / "run", "--config.train.lerning_rate=0.1")
-  _, stderr = process.communicate(timeout=120)
-  assert process.returncode != 0
-  assert "lerning_rate" in stderr and 'Did you mean "learning_rate"' in stderr
+def _run(launcher, *arguments):
+  """A launcher run to its end, from a directory other than the repository's."""
+  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", launcher), *arguments],
+                        cwd=os.path.dirname(ROOT), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("config, override, expected", [
+    ("linear_regression.py:smoke", "--config.train.lerning_rate=0.1",
+     "metalearn: --config.train.lerning_rate: config section 'train' has no field "
+     "'lerning_rate' (did you mean \"learning_rate\"?); allowed: batch_size, checkpoint_every, "
+     "grad_clip, "),
+    ("nope.py", None, "metalearn: --config: no config file '{configs}/nope.py'; the config "
+                      "files: {configs}/fewshot.py, {configs}/gd_layers.py, "
+                      "{configs}/linear_regression.py, {configs}/sinusoid.py\n"),
+    ("linear_regression.py:nope", None,
+     "metalearn: --config={configs}/linear_regression.py:nope: unknown variant 'nope' of "
+     "configs/linear_regression.py; allowed: default, smoke, garg, small, standard, akyurek\n"),
+    ("linear_regression.py:smoke", "--config.train.learning_rate=inf",
+     "metalearn: bad config: train.learning_rate must be a finite number, got inf\n"),
+])
+def test_bad_config_input_is_one_line_naming_it_before_anything_is_written(tmp_path, config,
+                                                                           override, expected):
+  configs = os.path.join(ROOT, "configs")
+  arguments = [f"--config={configs}/{config}", f"--workdir={tmp_path / 'run'}"]
+  result = _run("train.py", *arguments, *([override] if override else []))
+  assert result.returncode == 1, result.stderr
+  assert "Traceback" not in result.stderr
+  assert expected.format(configs=configs) in result.stderr, result.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_help_lists_every_flag_and_the_whole_usage():
+  result = _run("train.py", "--help")
+  assert result.stderr == ""  # absl's --help exits with status 1
+  for flag in ("--config:", "--workdir:", "--[no]hugepages:", "--[no]multihost:",
+               "--host_devices:", "--[no]print_config:"):
+    assert flag in result.stdout, flag
+  # The docstring's continuation line survives (a non-raw string would join the two).
+  assert "--workdir=/tmp/smoke \\\n        --config.train.num_steps=40\n" in result.stdout
+  result = _run("compare.py", "--help")
+  assert result.stderr == ""
+  for flag in ("--runs:", "--report_dir:", "--settings:", "--[no]hugepages:"):
+    assert flag in result.stdout, flag
+  assert "--runs=transformer=runs/linear_regression \\\n" in result.stdout
+
+
+def test_print_config_shows_the_overrides_and_the_variants_and_writes_nothing(tmp_path):
+  result = _run("train.py", f"--config={ROOT}/configs/sinusoid.py:maml-smoke",
+                "--config.train.learning_rate=0.5", f"--workdir={tmp_path / 'run'}",
+                "--print_config")
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert "train.learning_rate = 0.5" in lines and "model.widths = (8, 8)" in lines
+  assert "data.curriculum.interval = 2000" in lines and "model.name = 'maml'" in lines
+  assert lines[-1].endswith(": maml, maml-smoke, fomaml, fomaml-smoke, metasgd, metasgd-smoke, "
+                            "anil, anil-smoke, reptile, reptile-smoke, imaml, imaml-smoke")
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_compare_setting_is_one_line_naming_it(tmp_path):
+  result = _run("compare.py", f"--runs={tmp_path}", f"--report_dir={tmp_path / 'report'}",
+                "--settings.num_promts=5")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.startswith("metalearn compare: --settings.num_promts: --settings has no "
+                                  "field 'num_promts' (did you mean \"num_prompts\"?)")
+  assert not (tmp_path / "report").exists()
 
 
 def test_bad_value_stops_the_launch_with_the_allowed_range(tmp_path):
@@ -45,7 +110,7 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
     time.sleep(0.2)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 0, stderr
+  assert process.returncode == PREEMPTED_EXIT_CODE, stderr
   saved = [int(step) for step in os.listdir(workdir / "checkpoints")]
   assert len(saved) == 1 and 0 < saved[0] < 100000
   assert f"stopping at step {saved[0]} on request" in stderr

@@ -78,7 +78,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_config
   train_and_evaluate(smoke_config, workdir)
   smoke_config.train.update(num_steps=20, learning_rate=1e30, grad_clip=0.0)
   with pytest.raises(FloatingPointError, match=r"last good checkpoint \(step 10\) is untouched"):
-    train_and_evaluate(smoke_config, workdir)
+    train_and_evaluate(smoke_config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]
   assert _losses(workdir)[-1][0] == 10
 
@@ -107,7 +107,7 @@ def test_checkpoint_of_another_config_is_refused_and_kept(smoke_config, tmp_path
   train_and_evaluate(smoke_config, workdir)
   smoke_config.train.update(num_steps=20, optimizer="sgd")
   with pytest.raises(CheckpointMismatchError, match="checkpoint at step 10 .* does not fit"):
-    train_and_evaluate(smoke_config, workdir)
+    train_and_evaluate(smoke_config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]
 
 
