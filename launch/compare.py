@@ -1,4 +1,4 @@
-"""Compares trained runs and baselines on the same held-out prompts; writes a report directory.
+r"""Compares trained runs and baselines on the same held-out prompts; writes a report directory.
 
     python launch/compare.py --runs=transformer=runs/linear_regression \
         --baselines=least_squares,averaging --report_dir=reports/linear_regression
@@ -17,12 +17,13 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ml_collections
-from ml_collections import config_flags
 
+import config_flag
 import cpu_setup
 import launch_logging
-from metalearn.comparison import CompareSettings, compare, parse_runs
+from metalearn.comparison import CompareSettings, compare, headline, parse_runs
 from metalearn.learners import baseline_names
+from metalearn.workdir import WorkdirError
 
 _OPTIONAL_TYPES = {"points": int, "analyses": tuple, "shots": tuple, "num_probes": int,
                    "shift_context": int, "probe_context": int, "icl_context": int}
@@ -42,9 +43,12 @@ _RUNS = flags.DEFINE_list("runs", None, "runs to compare, each 'name=workdir' or
 _BASELINES = flags.DEFINE_list("baselines", [], "baselines beside them; allowed: "
                                + ", ".join(baseline_names()))
 _REPORT_DIR = flags.DEFINE_string("report_dir", None, "new or empty directory for the report")
-_SETTINGS = config_flags.DEFINE_config_dict("settings", _settings_flags(),
-                                            "what to measure (CompareSettings)")
+_SETTINGS = config_flag.define_dict("settings", _settings_flags(),
+                                    "what to measure (CompareSettings)", "metalearn compare")
 _HUGEPAGES = cpu_setup.define_hugepages_flag()
+# So that --help lists --settings and --hugepages, defined in those modules.
+flags.adopt_module_key_flags(config_flag)
+flags.adopt_module_key_flags(cpu_setup)
 flags.mark_flags_as_required(["runs", "report_dir"])
 log = std_logging.getLogger("metalearn.launch")
 
@@ -57,13 +61,12 @@ def main(argv):
   try:
     settings = CompareSettings(**_SETTINGS.value.to_dict())
     results = compare(parse_runs(_RUNS.value), _BASELINES.value, _REPORT_DIR.value, settings)
-  except (ValueError, FileNotFoundError, FileExistsError) as error:
+  except (ValueError, FileNotFoundError, FileExistsError, WorkdirError) as error:
     sys.exit(f"metalearn compare: {error}")
-  for name, curve in results["errors"].items():
-    log.info("%-20s normalised error by examples: %s", name,
-             " ".join("   -" if curve["mean"][k] != curve["mean"][k] else f"{curve['mean'][k]:.3f}"
-                      for k in range(len(curve["mean"]))))
-  log.info("report: %s", os.path.join(_REPORT_DIR.value, "summary.md"))
+  for line in headline(results["errors"]):
+    log.info("%s", line)
+  log.info("ran %s; report (tables, figures, summary.md): %s", ", ".join(results),
+           _REPORT_DIR.value)
 
 
 if __name__ == "__main__":

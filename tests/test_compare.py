@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from configs.gd_layers import get_config as gd_config
 from configs.linear_regression import get_config as transformer_config
-from metalearn.comparison import CompareSettings, compare, parse_runs
+from metalearn.comparison import CompareSettings, compare, headline, parse_runs
 from metalearn.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +103,19 @@ def test_interpolation_endpoints_and_icl_control_are_reported(full_report):
   assert set(probes) == {"linear", "mlp"} and len(probes["linear"]["weights"]) == 2
 
 
+def test_queries_after_a_fixed_context_are_scored_for_every_learner(full_report):
+  """The GD-layer runs take 5 context pairs: every entry's queries after those 5 are scored
+  from them alone; least squares, with 5 >= d = 3 noiseless pairs, recovers them exactly."""
+  results, directory = full_report
+  for name, curve in results["errors"].items():
+    assert set(curve["queries"]) == {5}, name
+    assert np.isfinite(curve["queries"][5]["normalised"]), name
+  assert results["errors"]["least_squares"]["queries"][5]["normalised"] < 1e-6
+  assert {"query_errors.csv", "query_errors.json"} <= set(os.listdir(directory))
+  assert "queries after the first 5 examples" in open(os.path.join(directory,
+                                                                   "summary.md")).read()
+
+
 def _copy_with_task(run: str, directory, **task_fields) -> str:
   """The run with its saved config's task changed (the checkpoint is never reached)."""
   copy = str(directory / os.path.basename(run))
@@ -142,6 +156,9 @@ def test_runs_of_different_dimension_or_task_are_refused_and_nothing_is_written(
      r"shots \[7\] leave no query in prompts of 7 points"),
     (lambda r, d: compare({"tf": "/nonexistent/run"}, [], d), FileNotFoundError,
      "is not a metalearn run"),
+    (lambda r, d: compare({"gd1": r["gd1"]}, [], d, CompareSettings(analyses=("shifts",))),
+     ValueError, r"'shifts' does not apply: no learner predicts after shift_context=1 examples "
+                 r"\(fixed-context learners: after \[5\] only\)"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(runs, tmp_path, call, error, message):
   report = tmp_path / "report"
@@ -205,3 +222,108 @@ def test_maml_on_the_sinusoid_is_compared_at_its_context_size(tmp_path):
     assert np.isfinite(mean[10]) and np.isnan(np.delete(mean, 10)).all()
   assert np.isfinite(results["errors"]["knn"]["mean"]).all()
   assert list(results["sensitivity"]["cosine"][f"{variants[0]} vs knn"]) == [10]
+
+
+def test_every_analysis_declares_when_it_applies():
+  from metalearn.comparison.applicability import REQUIREMENTS
+  from metalearn.comparison.settings import ANALYSES
+  assert tuple(REQUIREMENTS) == ANALYSES
+
+
+@pytest.fixture(scope="module")
+def inner_loop_runs(tmp_path_factory):
+  """Smoke MAML runs on few-shot digits (an MLP base network, to keep it cheap) and on the
+  sinusoid, each with two inner-step counts: {name: (workdir, its own evaluation's table,
+  compare settings that draw the same held-out prompts as that evaluation)}."""
+  from configs.fewshot import get_config as fewshot_config
+  from configs.sinusoid import get_config as sinusoid_config
+  root = tmp_path_factory.mktemp("inner_loop_runs")
+  fewshot = fewshot_config("maml-1shot-smoke")
+  fewshot.unlock()
+  fewshot.model.update(network="mlp", widths=(8,))
+  sinusoid = sinusoid_config("maml-smoke")
+  sinusoid.unlock()
+  made = {}
+  for name, config in (("fewshot", fewshot), ("sinusoid", sinusoid)):
+    config.model.eval_inner_steps = (0, 1)
+    config.eval.baselines = ()
+    own_table = train_and_evaluate(config, str(root / name))
+    made[name] = (str(root / name), own_table, dict(
+        num_prompts=config.eval.num_prompts, batch_size=config.eval.batch_size,
+        seed=config.eval.seed, bootstrap_resamples=50))
+  return made
+
+
+def _assert_queries_match_own_evaluation(errors, own_table, context):
+  for variant, row in own_table.items():
+    for metric, value in row.items():
+      assert errors[variant]["queries"][context][metric] == pytest.approx(value, rel=1e-4), (
+          variant, metric)
+
+
+def test_a_fewshot_run_is_compared_with_the_analyses_that_apply(inner_loop_runs, tmp_path,
+                                                                 caplog):
+  """Issue 11: the default analyses crashed on few-shot episodes ("... exactly 30 points, got
+  2"), even with points=30. Those that do not apply are named, with why, before any runs."""
+  path, own_table, settings = inner_loop_runs["fewshot"]
+  report_dir = tmp_path / "report"
+  with caplog.at_level("INFO", logger="metalearn.comparison"):
+    results = compare({"maml": path}, ["knn"], str(report_dir),
+                      CompareSettings(points=30, **settings))
+  assert list(results) == ["errors", "predictions", "sensitivity"]
+  skipped = {"implicit_weights": "the task FewShotClassification has no true linear weights",
+             "shifts": "shifts are defined for linear regression, not FewShotClassification",
+             "probing": "the task FewShotClassification has no true linear weights",
+             "interpolation": "it needs two runs of plain GD-layer networks",
+             "icl_vs_finetune": "no run trained a transformer"}
+  summary = (report_dir / "summary.md").read_text()
+  logged = [r.getMessage() for r in caplog.records if "compare skips" in r.getMessage()]
+  assert len(logged) == len(skipped)
+  for analysis, reason in skipped.items():
+    assert f"- `{analysis}`: {reason}" in summary
+    assert any(m.startswith(f"compare skips {analysis!r}: {reason}") for m in logged)
+  # Each query scored from the 5-image support set alone, as the run's own evaluation does.
+  _assert_queries_match_own_evaluation(results["errors"], own_table, 5)
+  assert 0 <= results["errors"]["knn"]["queries"][5]["accuracy"] <= 1
+  assert list(results["sensitivity"]["cosine"]["maml, 0 steps vs knn"]) == [5]
+  assert {"errors.csv", "query_errors.csv", "sensitivity.csv"} <= set(os.listdir(report_dir))
+
+
+def test_a_maml_run_under_errors_alone_shows_its_numbers(inner_loop_runs, tmp_path):
+  """Issue 11: with analyses=('errors',) a MAML run showed '–' at every k. It shows its query
+  loss after its context size, the numbers its own evaluation gives, and the launcher's
+  lines for it are those numbers."""
+  path, own_table, settings = inner_loop_runs["sinusoid"]
+  report_dir = tmp_path / "report"
+  results = compare({"maml": path}, [], str(report_dir),
+                    CompareSettings(analyses=("errors",), **settings))
+  assert list(results) == ["errors"]
+  _assert_queries_match_own_evaluation(results["errors"], own_table, 10)
+  summary = (report_dir / "summary.md").read_text()
+  for variant in own_table:
+    rows = [line for line in summary.splitlines() if line.startswith(f"| {variant} |")]
+    assert len(rows) == 2  # by number of examples, then its queries
+    assert all(re.search(r"\| \d+\.\d{3} ", row) for row in rows), rows
+  assert "Analyses that do not apply" not in summary  # nothing else was asked for
+  lines = headline(results["errors"])
+  assert len(lines) == len(own_table)
+  for line, variant in zip(lines, own_table):
+    assert line.startswith(f"{variant}: queries after 10 examples: ")
+    normalised = results["errors"][variant]["queries"][10]["normalised"]
+    assert f"normalised {normalised:.3f} ± " in line and "–" not in line
+
+
+@pytest.mark.parametrize("run, settings, message", [
+    ("fewshot", dict(points=20), r"fewshot_classification episodes have exactly ways \* "
+                                 r"\(shots \+ queries\) = 5 \* \(1 \+ 5\) = 30 points, got 20"),
+    ("fewshot", dict(analyses=("shifts",)), "'shifts' does not apply: shifts are defined for "
+                                            "linear regression, not FewShotClassification"),
+    ("sinusoid", dict(analyses=("errors", "probing")),
+     "'probing' does not apply: the task Sinusoid has no true linear weights"),
+])
+def test_analyses_asked_for_that_do_not_apply_are_refused(inner_loop_runs, tmp_path, run,
+                                                          settings, message):
+  with pytest.raises(ValueError, match=message):
+    compare({"maml": inner_loop_runs[run][0]}, [], str(tmp_path / "report"),
+            CompareSettings(**settings))
+  assert not (tmp_path / "report").exists()

@@ -29,8 +29,8 @@ def pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
   return list(itertools.combinations(entries, 2))
 
 
-def predicts_at(entry: Entry, shots: int) -> bool:
-  """Whether the entry makes a k-shot prediction at position k = `shots`."""
+def predicts_at(entry: Entry | Learner, shots: int) -> bool:
+  """Whether the entry (or learner) makes a k-shot prediction at position k = `shots`."""
   return entry.context_points in (None, shots)
 
 
@@ -71,6 +71,26 @@ def error_curves(errors: dict[str, np.ndarray], resamples: int, seed: int
     low, high = evaluate.bootstrap_interval(per_prompt, resamples, seed)
     curves[name] = {"mean": per_prompt.mean(axis=0), "low": low, "high": high}
   return curves
+
+
+def query_contexts(entries: Sequence[Entry], task: TaskFamily) -> tuple[int, ...]:
+  """The context sizes whose queries are scored as a run's own evaluation scores them: each
+  fixed-context learner's, and the support set of a task whose episodes open with one."""
+  contexts = {e.context_points for e in entries if e.context_points is not None}
+  if task.context_points is not None:
+    contexts.add(task.context_points)
+  return tuple(sorted(contexts))
+
+
+def query_tables(entries: Sequence[Entry], task: TaskFamily, episode: Episode,
+                 contexts: Sequence[int], batch_size: int
+                 ) -> dict[int, dict[str, dict[str, float]]]:
+  """{context: {entry: {metric: mean, metric_ci95: 95% half-width}}}: every query after the
+  first `context` pairs of a prompt, predicted from those pairs alone (`evaluate.query_metrics`),
+  by each entry that predicts there; the loss, normalised loss and the task's metrics."""
+  return {c: evaluate.summarise_queries({
+      e.name: evaluate.query_metrics(e.learner, e.params, task, episode, c, batch_size)
+      for e in entries if predicts_at(e, c)}) for c in contexts}
 
 
 def prediction_differences(entries: Sequence[Entry], predicted: dict[str, np.ndarray]

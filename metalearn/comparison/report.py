@@ -12,12 +12,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from metalearn import workdir
+
 SUMMARY = "summary.md"
 
 
 def check_report_dir(directory: str) -> None:
-  """A report never overwrites another: the directory must be new or empty."""
-  if os.path.exists(directory) and (not os.path.isdir(directory) or os.listdir(directory)):
+  """A report never overwrites another: the directory must be new or empty (but for the lock
+  of the compare that holds it), and not held by another compare."""
+  holder = workdir.lock_holder(directory)
+  if holder is not None and holder != str(os.getpid()):
+    raise workdir.WorkdirBusyError(f"report directory {directory!r} is being written by "
+                                   f"compare process {holder}; give another directory")
+  if os.path.exists(directory) and (not os.path.isdir(directory) or
+                                    set(os.listdir(directory)) - {workdir.LOCK_FILE}):
     raise FileExistsError(f"report directory {directory!r} already holds files; give a new or "
                           "empty directory (an earlier report is never overwritten)")
 

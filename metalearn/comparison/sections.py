@@ -32,11 +32,16 @@ class Context:
   predictions: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def _reported_shots(dim: int, points: int) -> list[int]:
-  return sorted({k for k in (0, 1, dim // 2, dim, 2 * dim, points - 1) if 0 <= k < points})
+def _reported_shots(dim: int, points: int, contexts: Sequence[int] = ()) -> list[int]:
+  return sorted({k for k in (0, 1, dim // 2, dim, 2 * dim, points - 1, *contexts)
+                 if 0 <= k < points})
 
 
 def errors(ctx: Context) -> tuple[Any, Section]:
+  """Normalised error by number of examples for every entry; where a learner takes a fixed
+  context, or the task's episodes open with a support set, also the metrics of the queries
+  after that context (each predicted from it alone), as the run's own evaluation gives them:
+  results[entry] = {mean, low, high [points], queries: {context: {metric: value}}}."""
   s = ctx.settings
   ctx.predictions = measures.predictions(ctx.entries, ctx.episode, s.batch_size)
   per_prompt = measures.normalised_errors(ctx.entries, ctx.predictions, ctx.task, ctx.episode)
@@ -45,22 +50,68 @@ def errors(ctx: Context) -> tuple[Any, Section]:
   header = ["examples"] + [f"{n}{suffix}" for n in names for suffix in ("", "_low", "_high")]
   rows = [[k] + [curves[n][part][k] for n in names for part in ("mean", "low", "high")]
           for k in range(ctx.episode.num_points)]
+  contexts = measures.query_contexts(ctx.entries, ctx.task)
+  queries = measures.query_tables(ctx.entries, ctx.task, ctx.episode, contexts, s.batch_size)
+  for name in names:
+    curves[name]["queries"] = {c: table[name] for c, table in queries.items() if name in table}
   report.write_table(ctx.directory, "errors", header, rows, curves)
   plots.error_curves(curves, f"{ctx.directory}/errors.png", ctx.task.dim,
                      f"{type(ctx.task).__name__}, d = {ctx.task.dim}")
-  shown = _reported_shots(ctx.task.dim, ctx.episode.num_points)
+  shown = _reported_shots(ctx.task.dim, ctx.episode.num_points, contexts)
   text = ("Normalised error (the zero predictor scores 1) against the number of in-context "
           "examples k, mean over the held-out prompts [90% bootstrap interval]; all of it in "
-          "`errors.csv`.\n\n" + report.markdown_table(
-              ["learner"] + [f"k = {k}" for k in shown],
-              [[n] + [_with_interval(curves[n], k) for k in shown] for n in names]))
+          "`errors.csv`. A fixed-context learner predicts after its context size only.\n\n"
+          + report.markdown_table(["learner"] + [f"k = {k}" for k in shown],
+                                  [[n] + [_with_interval(curves[n], k) for k in shown]
+                                   for n in names]))
+  for context, table in queries.items():
+    text += "\n\n" + _query_text(context, ctx.episode.num_points - context, table)
+  if queries:
+    _write_query_table(ctx.directory, queries)
   return curves, ("Error against the number of examples", text, "errors.png")
+
+
+def _query_text(context: int, num_queries: int, table: dict[str, dict[str, float]]) -> str:
+  metrics = [m for m in next(iter(table.values())) if not m.endswith("_ci95")]
+  return (f"The {num_queries} queries after the first {context} examples, each predicted "
+          f"from those {context} alone (as a run's own evaluation scores them), mean ± 95% "
+          "over prompts; all of it in `query_errors.csv`.\n\n" + report.markdown_table(
+              ["learner"] + metrics, [[name] + [f"{row[m]:.3f} ± {row[m + '_ci95']:.3f}"
+                                                for m in metrics] for name, row in table.items()]))
+
+
+def _write_query_table(directory: str, queries: dict[int, dict[str, dict[str, float]]]) -> None:
+  columns = list(dict.fromkeys(m for table in queries.values() for row in table.values()
+                               for m in row))
+  rows = [[context, name] + [row.get(m, float("nan")) for m in columns]
+          for context, table in queries.items() for name, row in table.items()]
+  report.write_table(directory, "query_errors", ["context", "learner"] + columns, rows, queries)
 
 
 def _with_interval(curve, k) -> str:
   if not np.isfinite(curve["mean"][k]):
     return "–"
   return f"{curve['mean'][k]:.3f} [{curve['low'][k]:.3f}, {curve['high'][k]:.3f}]"
+
+
+def headline(curves: dict[str, dict[str, Any]], most: int = 7) -> list[str]:
+  """One line per entry of an `errors` result for a terminal: its normalised error at up to
+  `most` numbers of examples k (where it predicts), then its query metrics per context."""
+  lines = []
+  for name, curve in curves.items():
+    finite = [k for k, v in enumerate(curve["mean"]) if np.isfinite(v)]
+    if len(finite) == 1 and finite[0] in curve.get("queries", {}):
+      finite = []  # a fixed-context learner: its query metrics below say it all
+    if len(finite) > most:
+      finite = [finite[i] for i in sorted(set(np.linspace(0, len(finite) - 1, most)
+                                              .round().astype(int)))]
+    parts = [f"normalised error by examples k: "
+             + ", ".join(f"k={k} {curve['mean'][k]:.3f}" for k in finite)] if finite else []
+    for context, row in curve.get("queries", {}).items():
+      parts.append(f"queries after {context} examples: " + ", ".join(
+          f"{m} {row[m]:.3f} ± {row[m + '_ci95']:.3f}" for m in row if not m.endswith("_ci95")))
+    lines.append(f"{name}: " + "; ".join(parts))
+  return lines
 
 
 def predictions(ctx: Context) -> tuple[Any, Section]:
@@ -70,7 +121,8 @@ def predictions(ctx: Context) -> tuple[Any, Section]:
   report.write_table(ctx.directory, "prediction_difference", ["examples"] + names, rows, table)
   plots.by_shots(table, f"{ctx.directory}/prediction_difference.png",
                  "mean Σ (ŷ_a − ŷ_b)²", "Squared prediction difference", log=True)
-  shown = _reported_shots(ctx.task.dim, ctx.episode.num_points)
+  shown = _reported_shots(ctx.task.dim, ctx.episode.num_points,
+                          measures.query_contexts(ctx.entries, ctx.task))
   text = ("Mean squared difference of two learners' predictions for the same query after k "
           "examples (Akyürek et al.'s SPD).\n\n" + report.markdown_table(
               ["pair"] + [f"k = {k}" for k in shown], [[n] + [table[n][k] for k in shown]
@@ -114,7 +166,7 @@ def sensitivity(ctx: Context) -> tuple[Any, Section]:
 
 def distribution_shifts(ctx: Context) -> tuple[Any, Section]:
   s = ctx.settings
-  context = s.shift_context or max(ctx.task.dim // 2, 1)
+  context = s.context("shift_context", ctx.task.dim)
   points = context + s.shift_queries
   episode = shifts.shift_episodes(ctx.task, shifts.SHIFTS, s.num_prompts, points, context,
                                   s.seed)
@@ -144,7 +196,7 @@ def distribution_shifts(ctx: Context) -> tuple[Any, Section]:
 
 def probes(ctx: Context) -> tuple[Any, Section]:
   s = ctx.settings
-  context = s.probe_context or ctx.task.dim
+  context = s.context("probe_context", ctx.task.dim, ctx.task.context_points)
   results = {entry.name: probing.probe(entry.learner, entry.params, ctx.episode, context,
                                        mlp_steps=s.probe_mlp_steps, seed=s.seed)
              for entry in ctx.entries if hasattr(entry.learner, "intermediates")}
@@ -203,7 +255,7 @@ def interpolations(ctx: Context) -> tuple[Any, Section]:
 
 def icl_against_finetuning(ctx: Context) -> tuple[Any, Section]:
   s = ctx.settings
-  context = s.icl_context or ctx.task.dim
+  context = s.context("icl_context", ctx.task.dim, ctx.task.context_points)
   prompts = jax.tree.map(lambda a: a[:s.icl_prompts], ctx.episode)
   results = {}
   for entry in ctx.entries:

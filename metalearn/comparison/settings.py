@@ -26,14 +26,18 @@ class CompareSettings:
   points: int | None = None  # points per prompt; None: the fewest any run was trained on
   analyses: tuple[str, ...] | None = None  # None: every analysis that applies to the runs
   bootstrap_resamples: int = 1000  # resamples behind the 90% intervals of the error curves
-  shots: tuple[int, ...] | None = None  # examples for weights/sensitivity; None: d/2, d, 2d, contexts
+  # Examples for weights/sensitivity; None: d/2, d, 2d (the support set on few-shot tasks)
+  # and the context sizes of the fixed-context learners.
+  shots: tuple[int, ...] | None = None
   num_probes: int | None = None  # probe inputs per prompt for implicit weights; None: 2·d
   shift_context: int | None = None  # context pairs before the queries under shifts; None: d/2
   shift_queries: int = 8    # queries per prompt under each shift
-  probe_context: int | None = None  # context pairs before the probed query; None: d
+  # Context pairs before the probed query; None: d (the support set on few-shot tasks).
+  probe_context: int | None = None
   probe_mlp_steps: int = 500  # Adam steps of each MLP read-out
   interpolation_points: int = 11  # α values from 0 to 1 on the interpolation path
-  icl_context: int | None = None  # context pairs for ICL vs fine-tuning; None: d
+  # Context pairs for ICL vs fine-tuning; None: d (the support set on few-shot tasks).
+  icl_context: int | None = None
   icl_prompts: int = 256    # prompts for ICL vs fine-tuning (one fine-tuning per prompt)
   finetune_steps: int = 10  # SGD steps of the fine-tuning side
   finetune_learning_rate: float = 1e-2  # their step size
@@ -63,15 +67,27 @@ class CompareSettings:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate > 0:
       raise ValueError(f"compare finetune_learning_rate must be a number > 0, got {rate!r}")
 
-  def default_shots(self, dim: int, points: int, contexts: tuple[int, ...] = ()
-                    ) -> tuple[int, ...]:
+  def default_shots(self, dim: int, points: int, contexts: tuple[int, ...] = (),
+                    support: int | None = None) -> tuple[int, ...]:
     """The example counts of the weight and sensitivity tables, within the prompt: `shots`,
-    or d/2, d, 2d and the context sizes of the fixed-context learners (`contexts`)."""
+    or d/2, d, 2d (the task's `support` set instead, where its episodes open with one) and
+    the context sizes of the fixed-context learners (`contexts`)."""
     if self.shots is None:
-      shots = (max(dim // 2, 1), dim, 2 * dim) + tuple(contexts)
-      return tuple(sorted({min(k, points - 1) for k in shots}))
+      shots = ((support,) if support is not None else (max(dim // 2, 1), dim, 2 * dim))
+      return tuple(sorted({min(k, points - 1) for k in shots + tuple(contexts)}))
     too_many = [k for k in self.shots if k >= points]
     if too_many:
       raise ValueError(f"compare shots {too_many} leave no query in prompts of {points} points; "
                        f"allowed: 0 to {points - 1}")
     return tuple(sorted(set(self.shots)))
+
+  def context(self, field: str, dim: int, support: int | None = None) -> int:
+    """The context pairs of `field` ('probe_context', 'icl_context' or 'shift_context'): its
+    value, or else the task's `support` set where its episodes open with one, else d (d/2
+    for shifts, whose orthogonal query needs a direction the context leaves free)."""
+    value = getattr(self, field)
+    if value is not None:
+      return value
+    if field == "shift_context":
+      return max(dim // 2, 1)
+    return support if support is not None else dim
