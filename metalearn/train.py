@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 # preempted run (75) from a finished one (0) and a failed one (1).
 PREEMPTED_EXIT_CODE = 75
 DEFAULT_WRITERS = ("tensorboard",)  # beside metrics.jsonl; see metric_writers.WRITERS
+_RESTART_ADVICE = (
+    "Refusing to start over from step 0 and overwrite the run's metrics: to train from scratch in "
+    "this workdir anyway, pass restart_if_damaged=True (launch/train.py --restart_if_damaged), or "
+    "use a new workdir")
 
 
 class _Preemption:
@@ -72,10 +76,7 @@ def train(experiment: Experiment, workdir: str,
   except DamagedCheckpointsError as error:
     if not restart_if_damaged:
       checkpoints.close()
-      raise DamagedCheckpointsError(
-          error.summary, "Refusing to start over from step 0 and overwrite the run's metrics: to "
-          "train from scratch in this workdir anyway, pass restart_if_damaged=True "
-          "(launch/train.py --restart_if_damaged), or use a new workdir") from None
+      raise DamagedCheckpointsError(error.summary, _RESTART_ADVICE) from None
     log.warning("%s; starting over from step 0 (restart_if_damaged)", error.summary)
     restored = None
   if restored is not None:
@@ -216,7 +217,13 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
     if changes is None:
       save_config(workdir, config)
     elif changes:
-      record_config_change(workdir, resume_step(workdir, experiment), changes)
+      try:
+        step = resume_step(workdir, experiment)
+      except DamagedCheckpointsError as error:
+        if not restart_if_damaged:
+          raise DamagedCheckpointsError(error.summary, _RESTART_ADVICE) from None
+        step = 0  # train() sets the damaged ones aside and starts over
+      record_config_change(workdir, step, changes)
     params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged)
     if not finished:
       return None

@@ -247,3 +247,18 @@ def test_the_launcher_says_in_one_line_that_every_checkpoint_is_damaged(smoke_ru
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("metalearn: every checkpoint in ") and "--restart_if_damaged" in last
   assert "Traceback" not in result.stderr
+
+
+def test_a_changed_config_on_damaged_checkpoints_restarts_only_when_asked(smoke_run, smoke_config,
+                                                                          tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(smoke_run, workdir)
+  _damage_every_checkpoint(workdir)
+  smoke_config.train.learning_rate *= 2
+  with pytest.raises(DamagedCheckpointsError, match="Refusing to start over"):
+    train_and_evaluate(smoke_config, workdir, allow_config_change=True)
+  assert not os.path.exists(os.path.join(workdir, "config_changes.jsonl"))
+  train_and_evaluate(smoke_config, workdir, allow_config_change=True, restart_if_damaged=True)
+  with open(os.path.join(workdir, "config_changes.jsonl")) as f:
+    assert [json.loads(line)["step"] for line in f] == [0]
+  assert _losses(workdir)[-1][0] == smoke_config.train.num_steps
