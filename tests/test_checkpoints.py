@@ -235,6 +235,7 @@ def test_a_run_whose_checkpoints_are_all_damaged_refuses_to_start_over(smoke_run
   _assert_trees_equal(load_run(workdir)[1], load_run(smoke_run)[1])
 
 
+@pytest.mark.slow  # a launcher process; the library's refusal is tested fast above
 def test_the_launcher_says_in_one_line_that_every_checkpoint_is_damaged(smoke_run, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(smoke_run, workdir)

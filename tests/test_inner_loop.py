@@ -244,7 +244,8 @@ def test_evaluation_variants_are_one_per_inner_step_count():
   assert [v.inner_steps for v in variants.values()] == [0, 1, 10]
 
 
-@pytest.mark.parametrize("name", ["maml", "anil", "imaml"])
+# ANIL's conv-4 run is slow (~30 s); MAML and iMAML keep the conv-4 path in the fast tests.
+@pytest.mark.parametrize("name", ["maml", pytest.param("anil", marks=pytest.mark.slow), "imaml"])
 def test_conv4_adapts_on_image_episodes(name):
   learner = LEARNERS.build({"name": name, "network": "conv4", "filters": 4, "image_size": 8,
                             "context_points": 6, "inner_loss": "softmax_cross_entropy"})

@@ -38,8 +38,10 @@ def _run(launcher, *arguments):
     ("linear_regression.py:nope", None,
      "metalearn: --config={configs}/linear_regression.py:nope: unknown variant 'nope' of "
      "configs/linear_regression.py; allowed: default, smoke, garg, small, standard, akyurek\n"),
-    ("linear_regression.py:smoke", "--config.train.learning_rate=inf",
-     "metalearn: bad config: train.learning_rate must be a finite number, got inf\n"),
+    # Slow: it starts jax; the library-level check of non-finite values is tested fast.
+    pytest.param("linear_regression.py:smoke", "--config.train.learning_rate=inf",
+                 "metalearn: bad config: train.learning_rate must be a finite number, got inf\n",
+                 marks=pytest.mark.slow),
 ])
 def test_bad_config_input_is_one_line_naming_it_before_anything_is_written(tmp_path, config,
                                                                            override, expected):
@@ -80,6 +82,7 @@ def test_print_config_shows_the_overrides_and_the_variants_and_writes_nothing(tm
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a launcher process; compare's settings checks are tested fast
 def test_a_misspelt_compare_setting_is_one_line_naming_it(tmp_path):
   result = _run("compare.py", f"--runs={tmp_path}", f"--report_dir={tmp_path / 'report'}",
                 "--settings.num_promts=5")
@@ -117,6 +120,7 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
   assert not (workdir / "eval").exists()
 
 
+@pytest.mark.slow  # trains a MAML run in a launcher process
 def test_a_maml_run_launches_and_prints_its_query_table(tmp_path):
   process = _launch(tmp_path / "run", config="sinusoid.py:fomaml-smoke")
   _, stderr = process.communicate(timeout=300)

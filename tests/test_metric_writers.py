@@ -105,6 +105,7 @@ def test_wandb_writer_logs_offline_into_one_run_per_workdir(monkeypatch, tmp_pat
   assert all(text in logged for text in (b"loss", b"1.625", b"1.3125", b"42.5"))
 
 
+@pytest.mark.slow  # a launcher process; the library's refusal is tested fast
 def test_launcher_refuses_an_unknown_writer_in_one_line(tmp_path):
   process = subprocess.run(
       [sys.executable, os.path.join(ROOT, "launch", "train.py"),
