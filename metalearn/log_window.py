@@ -8,10 +8,13 @@ checkpoint starts its window from them: its next row averages the same steps, to
 bit, as an uninterrupted run's.
 """
 
+import io
 import logging
 import os
 
 import numpy as np
+
+from metalearn.workdir import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,13 @@ class LogWindow:
   def save(self, workdir: str, step: int) -> None:
     """Writes the window so far for the checkpoint at `step` (before that checkpoint).
 
-    Written first, then renamed, so a kill leaves the old file or the new one, whole.
+    Replaced atomically, so a kill leaves the old file or the new one, whole.
     """
     directory = os.path.join(workdir, WINDOW_DIR)
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"{step}.npz")
-    with open(path + ".tmp", "wb") as f:
-      np.savez(f, **{_FIRST_STEP: np.asarray(self.first_step)}, **self.stacked())
-    os.replace(path + ".tmp", path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_FIRST_STEP: np.asarray(self.first_step)}, **self.stacked())
+    write_atomically(os.path.join(directory, f"{step}.npz"), buffer.getvalue())
 
 
 def window_start(step: int, log_every: int) -> int:

@@ -40,10 +40,11 @@ class DamagedMetricsError(WorkdirError):
   """A line of metrics.jsonl, other than a torn last one, that does not read."""
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, data: str | bytes) -> None:
+  """Replaces `path` by `data`: written beside it, synced, then renamed over it."""
   partial = path + ".partial"
-  with open(partial, "w") as f:
-    f.write(text)
+  with open(partial, "wb" if isinstance(data, bytes) else "w") as f:
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
   os.replace(partial, path)
@@ -162,7 +163,7 @@ def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_config(directory: str, config: Mapping[str, Any]) -> None:
   """Writes the config a new run is launched with."""
-  _write_atomically(os.path.join(directory, CONFIG_FILE),
+  write_atomically(os.path.join(directory, CONFIG_FILE),
                     json.dumps(plain_config(config), indent=2, sort_keys=True) + "\n")
 
 
@@ -278,7 +279,7 @@ def record_config_change(directory: str, step: int, changes: list[dict[str, Any]
   """Records that the config changed as `changes` say from `step` on; config.json is kept."""
   lines = [json.dumps(record, sort_keys=True) + "\n" for record in read_config_changes(directory)]
   lines.append(json.dumps({"step": step, "changes": changes}, sort_keys=True) + "\n")
-  _write_atomically(os.path.join(directory, CONFIG_CHANGES_FILE), "".join(lines))
+  write_atomically(os.path.join(directory, CONFIG_CHANGES_FILE), "".join(lines))
   log.info("the config changed from step %d on (recorded in %s): %s", step,
            CONFIG_CHANGES_FILE, describe_differences(changes))
 
@@ -325,4 +326,4 @@ def rewind_metrics(path: str, step: int) -> None:
   if torn:
     log.warning("%s: dropped its last line, cut off mid-write (the run was killed while "
                 "logging); the resumed run logs that step again", path)
-  _write_atomically(path, "".join(text + "\n" for text, row in lines if row["step"] <= step))
+  write_atomically(path, "".join(text + "\n" for text, row in lines if row["step"] <= step))
