@@ -23,7 +23,7 @@ import cpu_setup
 import launch_logging
 from metalearn.comparison import CompareSettings, compare, headline, parse_runs
 from metalearn.learners import baseline_names
-from metalearn.workdir import WorkdirError
+from metalearn.engine.workdir import WorkdirError
 
 _OPTIONAL_TYPES = {"points": int, "analyses": tuple, "shots": tuple, "num_probes": int,
                    "shift_context": int, "probe_context": int, "icl_context": int}

@@ -5,7 +5,7 @@
 
 Prints the ½·MSE at the query after N context pairs of the network, of K tuned GD steps and
 K tuned GD++ steps, the (η, γ) the trained weights imply, and the similarity of the network's
-predictions and sensitivities to the solvers' (metalearn/gd_report.py).
+predictions and sensitivities to the solvers' (metalearn/analysis/gd_tuning.py).
 """
 
 import json
@@ -17,7 +17,7 @@ from absl import app, flags
 # Config files saved in runs are rebuilt with the repository's packages.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import launch_logging
-from metalearn.gd_report import format_report, gd_layers_report
+from metalearn.analysis.gd_tuning import format_report, gd_layers_report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "a trained gd_layers run")
 _NUM_PROMPTS = flags.DEFINE_integer("num_prompts", 10_000, "held-out prompts scored")

@@ -9,7 +9,7 @@ r"""Trains a learner from a config, resuming from the work directory's latest ch
 config file's variants, then exits without writing anything.
 
 Exit status: 0 when the run finished (trained and evaluated); 75 (PREEMPTED_EXIT_CODE in
-metalearn/train.py, sysexits' EX_TEMPFAIL) when SIGTERM stopped it with a checkpoint, to be
+metalearn/engine/train.py, sysexits' EX_TEMPFAIL) when SIGTERM stopped it with a checkpoint, to be
 resumed by relaunching the same command; 1 for bad input or a failed run.
 """
 
@@ -27,11 +27,11 @@ from ml_collections import config_flags
 import config_flag
 import cpu_setup
 import launch_logging
-from metalearn.checkpoints import CheckpointMismatchError, DamagedCheckpointsError
-from metalearn.experiment import ConfigError
-from metalearn import metric_writers
-from metalearn.train import DEFAULT_WRITERS, PREEMPTED_EXIT_CODE, train_and_evaluate
-from metalearn.workdir import EVAL_DIR, WorkdirError
+from metalearn.engine.checkpoints import CheckpointMismatchError, DamagedCheckpointsError
+from metalearn.engine.experiment import ConfigError
+from metalearn.engine import metric_writers
+from metalearn.engine.train import DEFAULT_WRITERS, PREEMPTED_EXIT_CODE, train_and_evaluate
+from metalearn.engine.workdir import EVAL_DIR, WorkdirError
 
 _CONFIG = config_flag.define()
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "print the resolved config (after "

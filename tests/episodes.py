@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 
 
 def episode_from_arrays(x, y) -> Episode:

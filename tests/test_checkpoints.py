@@ -14,9 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from metalearn.checkpoints import Checkpoints, DamagedCheckpointsError, state_checksums
-from metalearn.runs import load_run
-from metalearn.train import train_and_evaluate
+from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError, state_checksums
+from metalearn.engine.runs import load_run
+from metalearn.engine.train import train_and_evaluate
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,8 +149,8 @@ _LOAD_AND_RESTORE_DAMAGED = textwrap.dedent("""
     sys.path.insert(0, {repo!r})
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import jax.numpy as jnp, numpy as np
-    from metalearn.checkpoints import Checkpoints
-    from metalearn.runs import load_run
+    from metalearn.engine.checkpoints import Checkpoints
+    from metalearn.engine.runs import load_run
     load_run({run!r})
     print("loaded")
     rng = np.random.default_rng(0)
@@ -187,7 +187,7 @@ def test_load_run_prints_nothing_and_a_damaged_checkpoint_one_readable_line(smok
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 3, result.stderr[-3000:]
   for line in lines:
-    assert line.startswith("WARNING metalearn.checkpoints: checkpoint at step 2 is damaged (")
+    assert line.startswith("WARNING metalearn.engine.checkpoints: checkpoint at step 2 is damaged (")
     assert line.endswith("moved to checkpoints_damaged/2, trying the one before it")
     assert len(line) < 500 and "tensorstore_spec" not in line
 

@@ -13,7 +13,7 @@ import pytest
 from configs.gd_layers import get_config as gd_config
 from configs.linear_regression import get_config as transformer_config
 from metalearn.comparison import CompareSettings, compare, headline, parse_runs
-from metalearn.train import train_and_evaluate
+from metalearn.engine.train import train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_prompts=64, batch_size=32, bootstrap_resamples=200, probe_mlp_steps=20,

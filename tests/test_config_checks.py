@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from metalearn import checks
-from metalearn.experiment import ConfigError, build_experiment
+from metalearn.core import checks
+from metalearn.engine.experiment import ConfigError, build_experiment
 
 # The smoke variant of every learner the config files train (omniglot needs its archive).
 SMOKE = [("linear_regression", "smoke"), ("gd_layers", "smoke")]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs.linear_regression import get_config
-from metalearn.train import train_and_evaluate
+from metalearn.engine.train import train_and_evaluate
 
 
 @pytest.mark.slow

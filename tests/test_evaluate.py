@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metalearn import evaluate, plots
+from metalearn.evaluation import evaluate, plots
 from metalearn.learners import Learner
 from metalearn.tasks import make_task
 

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from metalearn.curriculum import Curriculum
-from metalearn.experiment import ConfigError, build_experiment
+from metalearn.engine.curriculum import Curriculum
+from metalearn.engine.experiment import ConfigError, build_experiment
 
 FAMILIES = ("linear_regression", "gd_layers", "sinusoid", "fewshot")
 # Every variant each config file declares; Omniglot's need its archive (--config.task.data_dir).

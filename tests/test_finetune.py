@@ -13,16 +13,16 @@ import pytest  # noqa: E402
 
 from configs import gd_layers as gd_layers_configs  # noqa: E402
 from configs import linear_regression  # noqa: E402
-from metalearn.checkpoints import Checkpoints  # noqa: E402
-from metalearn.episode import Episode  # noqa: E402
-from metalearn.experiment import ConfigError, build_experiment  # noqa: E402
+from metalearn.engine.checkpoints import Checkpoints  # noqa: E402
+from metalearn.core.episode import Episode  # noqa: E402
+from metalearn.engine.experiment import ConfigError, build_experiment  # noqa: E402
 from metalearn.learners import finetune, make_learner  # noqa: E402
 from metalearn.learners.finetune import FineTune  # noqa: E402
 from metalearn.learners.transformer import Transformer  # noqa: E402
-from metalearn.runs import load_run  # noqa: E402
+from metalearn.engine.runs import load_run  # noqa: E402
 from metalearn.tasks import make_task  # noqa: E402
-from metalearn.train import train_and_evaluate  # noqa: E402
-from metalearn.train_step import init_state  # noqa: E402
+from metalearn.engine.train import train_and_evaluate  # noqa: E402
+from metalearn.engine.train_step import init_state  # noqa: E402
 
 CONTEXT = 4  # context pairs of the 7-point smoke prompts
 

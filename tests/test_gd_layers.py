@@ -228,8 +228,8 @@ def test_init_returns_the_construction(init_from, gamma, recurrent):
 
 def test_init_state_of_a_from_gd_config_is_the_construction():
   from configs.gd_layers import get_config
-  from metalearn.experiment import build_experiment
-  from metalearn.train_step import init_state
+  from metalearn.engine.experiment import build_experiment
+  from metalearn.engine.train_step import init_state
   experiment = build_experiment(get_config("recurrent2_from_gd"))
   state = init_state(experiment)
   jax.tree.map(np.testing.assert_array_equal, state.params,
@@ -318,7 +318,7 @@ def test_fixed_context_needs_enough_points():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   from configs.gd_layers import get_config
-  from metalearn.train import train_and_evaluate
+  from metalearn.engine.train import train_and_evaluate
   workdir = str(tmp_path_factory.mktemp("gd_layers") / "run")
   return workdir, train_and_evaluate(get_config("smoke"), workdir)
 
@@ -332,7 +332,7 @@ def test_lsa_network_trains_through_the_shared_step(smoke_run):
 
 
 def test_report_compares_the_run_with_tuned_gd_and_gd_plus_plus(smoke_run):
-  from metalearn.gd_report import format_report, gd_layers_report
+  from metalearn.analysis.gd_tuning import format_report, gd_layers_report
   workdir, _ = smoke_run
   report = gd_layers_report(workdir, num_prompts=256, tune_prompts=512, batch_size=128)
   assert report["context_points"] == 5 and report["num_layers"] == 2

@@ -8,8 +8,8 @@ import sys
 import jax
 import pytest
 
-from metalearn.experiment import build_experiment
-from metalearn.train_step import init_state, make_train_step, replicate
+from metalearn.engine.experiment import build_experiment
+from metalearn.engine.train_step import init_state, make_train_step, replicate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A deadlocked all-reduce aborts the process after this long, instead of XLA's 40 s.

@@ -10,8 +10,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from metalearn import icl_vs_finetune as ivf  # noqa: E402
-from metalearn.episode import Episode  # noqa: E402
+from metalearn.analysis import icl_vs_finetune as ivf  # noqa: E402
+from metalearn.core.episode import Episode  # noqa: E402
 from metalearn.learners.transformer import Transformer  # noqa: E402
 from tests.episodes import episode_from_arrays  # noqa: E402
 

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn import implicit_weights as iw
+from metalearn.analysis import implicit_weights as iw
 from metalearn.learners import make_learner
 from metalearn.tasks import make_task
 

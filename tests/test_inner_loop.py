@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners import LEARNERS
 from metalearn.learners.imaml import IMAML, conjugate_gradient
 from metalearn.learners.inner_loop import ANIL, MAML, MetaSGD

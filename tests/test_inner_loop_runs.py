@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from configs import fewshot, sinusoid
-from metalearn.experiment import build_experiment
-from metalearn.runs import load_run
-from metalearn.train import train_and_evaluate
-from metalearn.train_step import init_state
+from metalearn.engine.experiment import build_experiment
+from metalearn.engine.runs import load_run
+from metalearn.engine.train import train_and_evaluate
+from metalearn.engine.train_step import init_state
 
 
 @pytest.mark.parametrize("variant", ["maml-smoke", "reptile-smoke"])

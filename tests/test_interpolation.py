@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metalearn import evaluate
-from metalearn.interpolation import (align, from_products, interpolate, interpolation_losses,
+from metalearn.evaluation import evaluate
+from metalearn.analysis.interpolation import (align, from_products, interpolate, interpolation_losses,
                                      products)
 from metalearn.learners import make_learner
 from metalearn.tasks import make_task

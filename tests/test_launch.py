@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from metalearn.train import PREEMPTED_EXIT_CODE
+from metalearn.engine.train import PREEMPTED_EXIT_CODE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from configs.linear_regression import get_config
-from metalearn import checkpoints, metric_writers, progress
-from metalearn.experiment import build_experiment
-from metalearn.train import train, train_and_evaluate
+from metalearn.engine import checkpoints, metric_writers, progress
+from metalearn.engine.experiment import build_experiment
+from metalearn.engine.train import train, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

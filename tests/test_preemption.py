@@ -9,10 +9,10 @@ import signal
 import pytest
 
 from configs.linear_regression import get_config
-from metalearn import checkpoints
-from metalearn.experiment import build_experiment
-from metalearn.log_window import WINDOW_DIR
-from metalearn.train import PREEMPTED_EXIT_CODE, train
+from metalearn.engine import checkpoints
+from metalearn.engine.experiment import build_experiment
+from metalearn.engine.log_window import WINDOW_DIR
+from metalearn.engine.train import PREEMPTED_EXIT_CODE, train
 
 
 def _config():

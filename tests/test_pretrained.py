@@ -9,12 +9,13 @@ import os
 
 import pytest
 
-from metalearn import evaluate, pretrained
+from metalearn.evaluation import evaluate
+from metalearn import pretrained
 from metalearn.learners import make_baseline, make_learner
 from metalearn.learners.gd_solvers import tune_gd, tune_gd_plus_plus
-from metalearn.runs import load_run
+from metalearn.engine.runs import load_run
 from metalearn.tasks import make_task
-from metalearn.workdir import CONFIG_FILE, EVAL_DIR, METRICS_FILE
+from metalearn.engine.workdir import CONFIG_FILE, EVAL_DIR, METRICS_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(pretrained.__file__))
@@ -27,7 +28,7 @@ HEADLINES = {
     # normalised error at k = 2d = 10 examples (zero predictor = 1)
     "linear_regression": {"transformer": 0.035397, "least_squares": 1.789e-13},
     # ½·MSE (the paper's loss) at the query after N = 10 context pairs, against GD and GD++
-    # tuned on other prompts (as metalearn/gd_report.py compares them)
+    # tuned on other prompts (as metalearn/analysis/gd_tuning.py compares them)
     "lsa_1layer": {"trained": 0.17791, "gd_1": 0.17849},
     "lsa_recurrent2": {"trained": 0.10675, "gd_2": 0.14017, "gd_plus_plus_2": 0.10589},
     # MSE at the 10 queries after K = 10 context points, after 1 and 10 inner steps

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn import probing
-from metalearn.evaluate import held_out_episodes
+from metalearn.analysis import probing
+from metalearn.evaluation.evaluate import held_out_episodes
 from metalearn.learners import make_learner
 from metalearn.tasks import make_task
 from tests.episodes import episode_from_arrays

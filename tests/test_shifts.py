@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn import evaluate
+from metalearn.evaluation import evaluate
 from metalearn.tasks import shifts
 from metalearn.tasks.linear import LinearRegression, SparseLinearRegression
 from metalearn.tasks.sinusoid import Sinusoid

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn import similarity
+from metalearn.analysis import similarity
 from metalearn.learners import LEARNERS, make_learner
 from metalearn.tasks import make_task
 

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn.checkpoints import CheckpointMismatchError
-from metalearn.experiment import ConfigError, build_experiment
-from metalearn.runs import load_run
-from metalearn.train import train_and_evaluate
-from metalearn.train_step import init_state, make_train_step, replicate, unreplicate
+from metalearn.engine.checkpoints import CheckpointMismatchError
+from metalearn.engine.experiment import ConfigError, build_experiment
+from metalearn.engine.runs import load_run
+from metalearn.engine.train import train_and_evaluate
+from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
 
 
 def _losses(workdir):
@@ -61,7 +61,7 @@ def test_load_run_gives_learner_params_and_config(smoke_config, tmp_path):
   errors = train_and_evaluate(smoke_config, workdir)
   learner, params, config = load_run(workdir)
   assert config.model.name == "transformer" and config.task.dim == smoke_config.task.dim
-  from metalearn import evaluate
+  from metalearn.evaluation import evaluate
   experiment = build_experiment(config)
   episode = evaluate.held_out_episodes(experiment.task, config.eval.num_prompts,
                                        config.data.points, config.eval.seed)

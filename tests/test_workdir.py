@@ -12,12 +12,12 @@ import sys
 import pytest
 
 from configs.linear_regression import get_config
-from metalearn.checkpoints import CheckpointMismatchError
+from metalearn.engine.checkpoints import CheckpointMismatchError
 from metalearn.comparison import CompareSettings, compare
-from metalearn.experiment import ConfigError
-from metalearn.runs import load_run
-from metalearn.train import train_and_evaluate
-from metalearn.workdir import (CONFIG_CHANGES_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE,
+from metalearn.engine.experiment import ConfigError
+from metalearn.engine.runs import load_run
+from metalearn.engine.train import train_and_evaluate
+from metalearn.engine.workdir import (CONFIG_CHANGES_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE,
                                ConfigChangedError, DamagedMetricsError, WorkdirBusyError,
                                WorkdirError, WorkdirLock, check_config, config_in_effect,
                                lock_holder, read_metrics, record_config_change, rewind_metrics,

@@ -3,15 +3,15 @@
 import logging
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from metalearn import evaluate
+from metalearn.evaluation import evaluate
 from metalearn.comparison import report, sections
 from metalearn.comparison.applicability import Subject, why_not
 from metalearn.comparison.entries import check_runs, load_entries
 from metalearn.comparison.settings import ANALYSES, CompareSettings
-from metalearn.experiment import Experiment
+from metalearn.engine.experiment import Experiment
 from metalearn.learners import make_baseline
 from metalearn.tasks import TaskFamily
-from metalearn.workdir import WorkdirLock
+from metalearn.engine.workdir import WorkdirLock
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ import dataclasses
 import os
 from typing import Mapping, Sequence
 
-from metalearn import runs as runs_lib
-from metalearn.experiment import Experiment, build_experiment
+from metalearn.engine import runs as runs_lib
+from metalearn.engine.experiment import Experiment, build_experiment
 from metalearn.learners import Learner, make_baseline
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily

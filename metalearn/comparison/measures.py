@@ -13,9 +13,10 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from metalearn import evaluate, implicit_weights, similarity
+from metalearn.evaluation import evaluate
+from metalearn.analysis import implicit_weights, similarity
 from metalearn.comparison.entries import Entry
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily

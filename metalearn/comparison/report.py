@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metalearn import workdir
+from metalearn.engine import workdir
 
 SUMMARY = "summary.md"
 

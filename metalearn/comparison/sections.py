@@ -7,11 +7,12 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from metalearn import evaluate, icl_vs_finetune, interpolation, probing
+from metalearn.evaluation import evaluate
+from metalearn.analysis import icl_vs_finetune, interpolation, probing
 from metalearn.comparison import measures, plots, report
 from metalearn.comparison.entries import Entry
 from metalearn.comparison.settings import CompareSettings
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners.gd_layers import GDLayers
 from metalearn.learners.transformer import Transformer
 from metalearn.tasks import TaskFamily, shifts

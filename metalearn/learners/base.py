@@ -5,7 +5,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 
 Params = Any
 

@@ -14,8 +14,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from metalearn import checks
-from metalearn.episode import Episode
+from metalearn.core import checks
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS
 

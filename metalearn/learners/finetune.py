@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from metalearn import checks, losses
-from metalearn.checkpoints import saved_steps
-from metalearn.episode import Episode
+from metalearn.core import checks, losses
+from metalearn.engine.checkpoints import saved_steps
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners.transformer import Transformer
@@ -43,7 +43,7 @@ def _load_transformer_run(run: str) -> tuple[Transformer, Params]:
 @functools.lru_cache(maxsize=None)
 def _load_transformer_checkpoint(run: str, steps: tuple[int, ...]) -> tuple[Transformer, Params]:
   del steps  # only part of the cache key
-  from metalearn.runs import load_run  # metalearn.runs imports metalearn.learners
+  from metalearn.engine.runs import load_run  # metalearn.engine.runs imports metalearn.learners
   # The first call may come from inside a trace (a jitted `predict`, `init_state`), where the
   # restore would see tracers. JAX's trace state is per thread: a fresh thread restores
   # concrete arrays (and fast; `jax.ensure_compile_time_eval` runs the restore op by op).
@@ -75,14 +75,14 @@ class FineTune(Learner):
   are the (fitted) examples; only the later ones are held-out queries.
   """
 
-  run: str                       # work directory of a trained transformer run (metalearn.runs)
+  run: str                       # work directory of a trained transformer run (metalearn.engine.runs)
   context_points: int            # the first context_points pairs of each prompt are trained on
   inner_steps: int = 10          # optimizer steps per prompt (0: the zero-shot transformer)
   learning_rate: float = 1e-2    # step size of the per-prompt optimizer
   optimizer: str = "sgd"         # sgd | adam (optax), fresh state for every prompt
   rank: int = 0                  # 0: fine-tune all weights; r > 0: rank-r adapters on each kernel
   seed: int = 0                  # root of the adapters' fixed random A
-  inner_loss: str = "squared_error"  # the loss descended, a name in metalearn.losses
+  inner_loss: str = "squared_error"  # the loss descended, a name in metalearn.core.losses
 
   trainable = False  # no meta-parameters of its own
 

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn import checks
-from metalearn.episode import Episode
+from metalearn.core import checks
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners.baselines import (_apply, _Baseline, _check_int, _check_positive,
                                           _counts, _einsum, _prefix_grams)
 from metalearn.learners.registry import LEARNERS
@@ -125,7 +125,7 @@ class _Solver(_Baseline):
   """ŵ = weights(S, b) on every prefix; subclasses give `weights(S [P, D, D], b [P, D, O])`.
 
   The learners iterate the matrices themselves (not S's eigenvectors), so that
-  gradients, such as the sensitivities of metalearn/similarity.py, never pass through
+  gradients, such as the sensitivities of metalearn/analysis/similarity.py, never pass through
   an eigendecomposition of a singular or degenerate S.
   """
 

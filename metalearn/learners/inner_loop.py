@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from metalearn import losses
-from metalearn.episode import Episode
+from metalearn.core import losses
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.networks import BaseNetwork
 from metalearn.learners.registry import LEARNERS
@@ -45,7 +45,7 @@ class InnerLoop(Learner):
   inner_steps: int = 1            # gradient steps on the context (training)
   eval_inner_steps: tuple[int, ...] = (0, 1, 10)  # inner steps the evaluation reports
   step_size: float = 0.01         # inner step size α
-  inner_loss: str = "squared_error"  # the loss the inner loop descends (metalearn.losses)
+  inner_loss: str = "squared_error"  # the loss the inner loop descends (metalearn.core.losses)
   remat: bool = False             # recompute each inner step in the backward pass (flat memory)
   # Unroll the inner scan: XLA fuses across steps (second-order MAML on the sinusoid MLP ran
   # 1.5x faster) but keeps more buffers live (conv-4 meta-gradient memory grew with the steps).

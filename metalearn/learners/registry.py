@@ -1,5 +1,5 @@
 """The registry of learners, filled by the learner modules as they are imported."""
 
-from metalearn.registry import Registry
+from metalearn.core.registry import Registry
 
 LEARNERS = Registry("learner", section="model")

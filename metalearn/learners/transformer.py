@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners import attention as attention_lib
 from metalearn.learners.base import Learner
 from metalearn.learners.registry import LEARNERS

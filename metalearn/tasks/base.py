@@ -6,8 +6,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metalearn import losses
-from metalearn.episode import Episode, points_mask
+from metalearn.core import losses
+from metalearn.core.episode import Episode, points_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,7 @@ class TaskFamily:
 
   # Width of y. Subclasses with a different output width override it.
   out_dim = 1
-  # The per-point loss (a name in metalearn.losses) that scores predictions.
+  # The per-point loss (a name in metalearn.core.losses) that scores predictions.
   loss_name = "squared_error"
   # None, or the size of the support set every episode opens with (few-shot episodes):
   # evaluation then scores each query from that support set alone.

@@ -1,5 +1,5 @@
 """The registry of task families, filled by the task modules as they are imported."""
 
-from metalearn.registry import Registry
+from metalearn.core.registry import Registry
 
 TASKS = Registry("task")

@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.tasks.linear import LinearRegression, SparseLinearRegression
 
 

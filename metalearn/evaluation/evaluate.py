@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily

@@ -9,7 +9,7 @@ import numpy as np
 import jax.numpy as jnp
 import optax
 
-from metalearn.experiment import Experiment, TrainConfig
+from metalearn.engine.experiment import Experiment, TrainConfig
 
 AXIS = "devices"
 

@@ -16,7 +16,7 @@ standard errors.
 import jax
 import jax.numpy as jnp
 
-from metalearn.episode import Episode
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
 
 

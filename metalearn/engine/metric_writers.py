@@ -12,7 +12,7 @@ import os
 import uuid
 from typing import Mapping, Protocol, Sequence
 
-from metalearn.workdir import config_in_effect
+from metalearn.engine.workdir import config_in_effect
 
 WRITERS = ("tensorboard", "wandb")  # the writers one can ask for beside metrics.jsonl
 TENSORBOARD_DIR = "tensorboard"      # `tensorboard --logdir=<workdir>/tensorboard`

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn import losses
-from metalearn.episode import Episode
+from metalearn.core import losses
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.gd_layers import GDLayers
 from metalearn.tasks import TaskFamily

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn.episode import Episode
-from metalearn.evaluate import chunks
+from metalearn.core.episode import Episode
+from metalearn.evaluation.evaluate import chunks
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily

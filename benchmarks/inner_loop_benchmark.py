@@ -29,8 +29,8 @@ MEMORY_KINDS = ("maml", "maml+remat", "first-order", "imaml")
 def time_meta_training(variant: str, inner_steps: int, steps_per_call: int, calls: int) -> dict:
   """Meta-steps per second of configs/sinusoid.py:`variant` with `inner_steps`, one device."""
   from configs import sinusoid
-  from metalearn.experiment import build_experiment
-  from metalearn.train_step import init_state, make_train_step, replicate
+  from metalearn.engine.experiment import build_experiment
+  from metalearn.engine.train_step import init_state, make_train_step, replicate
   config = sinusoid.get_config(variant)
   config.model.inner_steps = inner_steps
   config.train.update(steps_per_call=steps_per_call, num_steps=steps_per_call,
@@ -68,7 +68,7 @@ def _memory_learner(kind: str, inner_steps: int):
 
 def meta_gradient_memory(kind: str, inner_steps: int) -> int:
   """Compiled temporary bytes of one meta-gradient on a 20-way 5-shot (+5 queries) episode."""
-  from metalearn.episode import Episode
+  from metalearn.core.episode import Episode
   ways, shots, queries = 20, 5, 5
   points = ways * (shots + queries)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)

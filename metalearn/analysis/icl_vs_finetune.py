@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn import losses
-from metalearn.episode import Episode, check_context_points
-from metalearn.evaluate import mean_and_interval
+from metalearn.core import losses
+from metalearn.core.episode import Episode, check_context_points
+from metalearn.evaluation.evaluate import mean_and_interval
 from metalearn.learners.base import Params
 from metalearn.learners.transformer import Transformer
-from metalearn.similarity import cosine_similarity
+from metalearn.analysis.similarity import cosine_similarity
 
 
 def _check(transformer: Any, episode: Episode, context_points: Any, steps: Any,

@@ -7,7 +7,7 @@ held-out episodes (the run's eval seed), scores at the query after its N context
   GD++ with (η, γ) tuned by grid search (`tune_gd_plus_plus`, K ≥ 2; with K = 1 GD++ is GD),
   GD++ at the (η, γ) read off the trained weights (`GDLayers.implied_gd_plus_plus`, when the
   layers share one (η, γ): recurrent, or K = 1), least squares and the zero predictor;
-- how alike the network and the tuned solvers are (metalearn/similarity.py): the cosine
+- how alike the network and the tuned solvers are (metalearn/analysis/similarity.py): the cosine
   similarity and L2 difference of their sensitivities ∂ŷ/∂x_q, and the L2 difference of
   their predictions.
 
@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metalearn import evaluate, similarity
-from metalearn.episode import Episode
+from metalearn.evaluation import evaluate
+from metalearn.analysis import similarity
+from metalearn.core.episode import Episode
 from metalearn.learners import LEARNERS, Learner
 from metalearn.learners.gd_layers import GDLayers
 from metalearn.learners.gd_solvers import tune_gd, tune_gd_plus_plus
-from metalearn.runs import load_run
+from metalearn.engine.runs import load_run
 from metalearn.tasks import make_task
 
 

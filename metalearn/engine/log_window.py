@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from metalearn.workdir import write_atomically
+from metalearn.engine.workdir import write_atomically
 
 log = logging.getLogger(__name__)
 

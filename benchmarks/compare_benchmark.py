@@ -12,7 +12,7 @@ import time
 
 import jax
 
-from metalearn import evaluate
+from metalearn.evaluation import evaluate
 from metalearn.comparison import measures
 from metalearn.comparison.entries import Entry
 from metalearn.learners import make_learner

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metalearn.episode import Episode, check_context_points
+from metalearn.core.episode import Episode, check_context_points
 from metalearn.learners.base import Learner, Params
 
 # The probes' fits and scores are measurements: full float32 matmuls on accelerators too.

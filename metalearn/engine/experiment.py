@@ -3,8 +3,8 @@
 import dataclasses
 from typing import Any, Mapping
 
-from metalearn.checks import check_fields, check_int, check_type
-from metalearn.curriculum import Curriculum
+from metalearn.core.checks import check_fields, check_int, check_type
+from metalearn.engine.curriculum import Curriculum
 from metalearn.learners import Learner, make_baseline, make_learner
 from metalearn.tasks import TaskFamily, make_task
 

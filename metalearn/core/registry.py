@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from metalearn.checks import check_fields
+from metalearn.core.checks import check_fields
 
 
 class Registry:

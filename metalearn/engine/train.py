@@ -13,13 +13,14 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from metalearn import evaluate, log_window, metric_writers, plots, progress
-from metalearn.checkpoints import Checkpoints, DamagedCheckpointsError
-from metalearn.experiment import ConfigError, Experiment, build_experiment, check_devices
+from metalearn.evaluation import evaluate, plots
+from metalearn.engine import log_window, metric_writers, progress
+from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError
+from metalearn.engine.experiment import ConfigError, Experiment, build_experiment, check_devices
 from metalearn.learners import make_baseline
-from metalearn.runs import resume_step
-from metalearn.train_step import init_state, make_train_step, replicate, unreplicate
-from metalearn.workdir import (EVAL_DIR, METRICS_FILE, WorkdirLock, check_config, read_metrics,
+from metalearn.engine.runs import resume_step
+from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
+from metalearn.engine.workdir import (EVAL_DIR, METRICS_FILE, WorkdirLock, check_config, read_metrics,
                                record_config_change, rewind_metrics, save_config)
 
 log = logging.getLogger(__name__)

@@ -104,8 +104,8 @@ def matmul_peak(n: int, repeats: int = 10) -> float:
 def time_size(size: str, steps_per_call: int, calls: int, num_devices: int) -> dict:
   """Compiles the size's train step and times `calls` host calls after two warm-up calls."""
   from configs import linear_regression
-  from metalearn.experiment import build_experiment, check_devices
-  from metalearn.train_step import init_state, make_train_step, replicate
+  from metalearn.engine.experiment import build_experiment, check_devices
+  from metalearn.engine.train_step import init_state, make_train_step, replicate
   config = linear_regression.get_config(VARIANTS[size])
   config.train.batch_size = _BATCH.value
   config.train.steps_per_call = steps_per_call

@@ -5,11 +5,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from metalearn.checkpoints import Checkpoints
+from metalearn.engine.checkpoints import Checkpoints
 from metalearn.learners import Learner
-from metalearn.experiment import Experiment, build_experiment
-from metalearn.train_step import init_state
-from metalearn.workdir import CONFIG_FILE, config_in_effect
+from metalearn.engine.experiment import Experiment, build_experiment
+from metalearn.engine.train_step import init_state
+from metalearn.engine.workdir import CONFIG_FILE, config_in_effect
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
