@@ -102,7 +102,7 @@ def test_a_second_launch_is_refused_naming_the_holder_and_kill_9_frees_it(tmp_pa
   holder = _python(
       "import sys, time; sys.path.insert(0, 'tests'); import conftest\n"
       "from configs.linear_regression import get_config\n"
-      "from metalearn import train\n"
+      "from metalearn.engine import train\n"
       "config = get_config('smoke'); config.unlock(); config.eval.baselines = ()\n"
       "def hold(*args):  # as a long training would, inside the call\n"
       "  print('ready', flush=True); time.sleep(600)\n"
