@@ -1,12 +1,12 @@
 """Training speed of the project's own train step: transformer sizes, and the MAML family.
 
-    python launch/benchmark.py --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
-    python launch/benchmark.py --suite=inner_loop --output=benchmarks/RESULTS.md
-    python launch/benchmark.py --suite=compare --output=benchmarks/RESULTS.md
+    python -m benchmarks.benchmark --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
+    python -m benchmarks.benchmark --suite=inner_loop --output=benchmarks/RESULTS.md
+    python -m benchmarks.benchmark --suite=compare --output=benchmarks/RESULTS.md
 
 `--suite=inner_loop` times meta-training on the sinusoid and measures meta-gradient memory
-(see launch/inner_loop_benchmark.py); `--suite=compare` times scoring a learner on Garg et
-al.'s 1,280 held-out prompts (see launch/compare_benchmark.py); the rest of this docstring is
+(see benchmarks/inner_loop_benchmark.py); `--suite=compare` times scoring a learner on Garg et
+al.'s 1,280 held-out prompts (see benchmarks/compare_benchmark.py); the rest of this docstring is
 the transformer suite.
 
 Garg et al.'s shapes: batch 64, 41 points, d = 20 (configs/linear_regression.py:garg, :small,
@@ -28,14 +28,11 @@ import os
 import platform
 import re
 import statistics
-import sys
 import time
 
 from absl import app, flags
 
-import cpu_setup
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from launch import cpu_setup
 
 # jax and the library are imported in main(), after XLA_FLAGS is set from --devices.
 jax = jnp = None
@@ -104,7 +101,8 @@ def matmul_peak(n: int, repeats: int = 10) -> float:
 def time_size(size: str, steps_per_call: int, calls: int, num_devices: int) -> dict:
   """Compiles the size's train step and times `calls` host calls after two warm-up calls."""
   from configs import linear_regression
-  from metalearn.engine.experiment import build_experiment, check_devices
+  from metalearn.engine.experiment import check_devices
+  from metalearn.engine.runs import build_experiment
   from metalearn.engine.train_step import init_state, make_train_step, replicate
   config = linear_regression.get_config(VARIANTS[size])
   config.train.batch_size = _BATCH.value
@@ -199,7 +197,7 @@ def machine_line(num_devices: int) -> str:
 
 def inner_loop_suite() -> str:
   """The MAML family's speed (sinusoid) and memory (conv-4, 20-way 5-shot) tables."""
-  import inner_loop_benchmark as bench
+  from benchmarks import inner_loop_benchmark as bench
   load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
   speed = []
   for variant, steps in (("maml", 1), ("maml", 5), ("fomaml", 1), ("anil", 1), ("imaml", 5)):
@@ -221,7 +219,7 @@ def inner_loop_suite() -> str:
 
 def compare_suite() -> str:
   """Seconds to score one learner on 1,280 prompts of 41 points at d = 20."""
-  import compare_benchmark as bench
+  from benchmarks import compare_benchmark as bench
   load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
   rows = bench.evaluation_rows(_CALLS.value)
   lines = [f"### Comparison: {machine_line(jax.local_device_count())} (before: {load_before})",

@@ -1,6 +1,6 @@
 """Benchmarks of the comparison: how long scoring one learner on the held-out prompts takes.
 
-Used by `launch/benchmark.py --suite=compare`. Garg et al.'s evaluation shape: 1,280 prompts
+Used by `benchmarks/benchmark.py --suite=compare`. Garg et al.'s evaluation shape: 1,280 prompts
 of 41 points at d = 20, in chunks of 256 (CompareSettings' defaults). For each learner, the
 first call (which compiles) is timed apart from the median of the later calls; the measures
 are those `metalearn.comparison.compare` runs: predictions and normalised errors at every
@@ -12,9 +12,10 @@ import time
 
 import jax
 
-from metalearn.evaluation import evaluate
-from metalearn.comparison import measures
 from metalearn.comparison.entries import Entry
+from metalearn.comparison.implicit_weights import implicit_weight_tables
+from metalearn.comparison.sensitivity import sensitivity_tables
+from metalearn.evaluation import prompts, scores
 from metalearn.learners import make_learner
 from metalearn.tasks import make_task
 
@@ -48,21 +49,21 @@ def _timed(function, calls: int) -> tuple[float, float]:
 def evaluation_rows(calls: int) -> list[dict]:
   """Per learner: seconds for errors by shots, implicit weights and sensitivity (k = d)."""
   task = make_task({"name": "linear_regression", "dim": DIM})
-  episode = evaluate.held_out_episodes(task, PROMPTS, POINTS, 0)
+  episode = prompts.held_out_episodes(task, PROMPTS, POINTS, 0)
   rows = []
   for name, section in LEARNERS.items():
     learner = make_learner(section)
     entry = Entry(name, learner, learner.init(jax.random.PRNGKey(0), episode.prefix(2)), None)
 
     def errors():
-      predicted = measures.predictions([entry], episode, BATCH)
-      return measures.normalised_errors([entry], predicted, task, episode)
+      predicted = scores.predictions(learner, entry.params, episode, BATCH)
+      return scores.normalised_errors(learner, task, episode, predicted)
 
     def weights():
-      return measures.implicit_weight_tables([entry], task, episode, (DIM,), 2 * DIM, 0, BATCH)
+      return implicit_weight_tables([entry], task, episode, (DIM,), 2 * DIM, 0, BATCH)
 
     def sensitivities():
-      return measures.sensitivity_tables([entry], episode, (DIM,), BATCH)
+      return sensitivity_tables([entry], episode, (DIM,), BATCH)
 
     row = {"learner": name}
     for measure, function in (("errors", errors), ("weights", weights),

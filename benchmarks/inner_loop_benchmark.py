@@ -1,6 +1,6 @@
 """Benchmarks of the MAML family: meta-training speed on the sinusoid, meta-gradient memory.
 
-Used by `launch/benchmark.py --suite=inner_loop`; each function returns table rows.
+Used by `benchmarks/benchmark.py --suite=inner_loop`; each function returns table rows.
 
 Speed: the project's own train step on configs/sinusoid.py (1-40-40-1 MLP, K = 10 + 10,
 meta-batch 25), several meta-steps per host call, timed after compiling; tasks/s = 25 x
@@ -29,7 +29,7 @@ MEMORY_KINDS = ("maml", "maml+remat", "first-order", "imaml")
 def time_meta_training(variant: str, inner_steps: int, steps_per_call: int, calls: int) -> dict:
   """Meta-steps per second of configs/sinusoid.py:`variant` with `inner_steps`, one device."""
   from configs import sinusoid
-  from metalearn.engine.experiment import build_experiment
+  from metalearn.engine.runs import build_experiment
   from metalearn.engine.train_step import init_state, make_train_step, replicate
   config = sinusoid.get_config(variant)
   config.model.inner_steps = inner_steps

@@ -23,12 +23,13 @@ def define_hugepages_flag() -> flags.FlagHolder[bool]:
 def use_hugepages() -> None:
   """Re-runs this same command under GLIBC_TUNABLES=glibc.malloc.hugetlb=1, once.
 
-  glibc reads its tunables only at start-up, hence the re-run.
+  glibc reads its tunables only at start-up, hence the re-run. The interpreter's own arguments
+  (`sys.orig_argv`) are kept, so that `python -m benchmarks.benchmark` re-runs as a module.
   """
   tunables = os.environ.get("GLIBC_TUNABLES", "")
   if HUGEPAGES not in tunables:
     os.environ["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, HUGEPAGES) if t)
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+    os.execv(sys.executable, [sys.executable] + sys.orig_argv[1:])
 
 
 def set_host_devices(count: int) -> None:
