@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from metalearn.core import checks
-from metalearn.engine.experiment import ConfigError, build_experiment
+from metalearn.engine.experiment import ConfigError
+from metalearn.engine.runs import build_experiment
 
 # The smoke variant of every learner the config files train (omniglot needs its archive).
 SMOKE = [("linear_regression", "smoke"), ("gd_layers", "smoke")]
@@ -150,3 +151,57 @@ def test_the_checks_refuse_numpy_values_only_when_they_are_bad():
     checks.check_finite("x", np.float64("nan"))
   with pytest.raises(ValueError, match=r"n must be an integer >= 1, got .*0"):
     checks.check_int("n", np.int32(0), minimum=1)
+
+
+@pytest.mark.parametrize("check, message", [
+    (lambda: checks.check_int("knn k", 0, 1), "knn k must be an integer >= 1, got 0"),
+    (lambda: checks.check_int("knn k", "3", 1), "knn k must be an integer >= 1, got '3' (str)"),
+    (lambda: checks.check_int("n", 2.5), "n must be an integer, got 2.5 (float)"),
+    (lambda: checks.check_int("c", 0, 1, optional=True),
+     "c must be None or an integer >= 1, got 0"),
+    (lambda: checks.check_int("c", "x", 1, optional=True),
+     "c must be None or an integer >= 1, got 'x' (str)"),
+    (lambda: checks.check_int("task dim", 0, 1, name_kind=False), "task dim must be >= 1, got 0"),
+    (lambda: checks.check_int("task dim", 1.0, 1, name_kind=False),
+     "task dim must be an integer >= 1, got 1.0 (float)"),
+    (lambda: checks.check_positive("lam", 0.0), "lam must be a number > 0, got 0.0"),
+    (lambda: checks.check_positive("lam", math.nan), "lam must be a number > 0, got nan"),
+    (lambda: checks.check_positive("lam", math.inf), "lam must be a finite number > 0, got inf"),
+    (lambda: checks.check_positive("lam", True), "lam must be a number > 0, got True (bool)"),
+    (lambda: checks.check_positive("train.learning_rate", -0.1, name_kind=False),
+     "train.learning_rate must be > 0, got -0.1"),
+    (lambda: checks.check_number("gamma", -0.5, at_least=0),
+     "gamma must be a number >= 0, got -0.5"),
+    (lambda: checks.check_number("noise_std", -0.1, at_least=0, name_kind=False),
+     "noise_std must be >= 0, got -0.1"),
+    (lambda: checks.check_number("level", 90, above=0, below=1, name_kind=False),
+     "level must be in (0, 1), got 90"),
+    (lambda: checks.check_number("level", 1.0, above=0, below=1),
+     "level must be a number in (0, 1), got 1.0"),
+    (lambda: checks.check_number("i", 5, at_least=0, below=5, integer=True),
+     "i must be an integer in [0, 5), got 5"),
+    (lambda: checks.check_number("x", 2.0, below=1), "x must be a number < 1, got 2.0"),
+    (lambda: checks.check_number("x", -math.inf, below=1),
+     "x must be a finite number < 1, got -inf"),
+    (lambda: checks.check_finite("x", "0.1"), "x must be a finite number, got '0.1' (str)"),
+    (lambda: checks.check_one_of("train.optimizer", "adagrad", ("adam", "sgd")),
+     "unknown train.optimizer 'adagrad'; allowed: adam, sgd"),
+    (lambda: checks.check_one_of("x_distribution", "cauchy", {"normal": 1, "uniform": 2}),
+     "unknown x_distribution 'cauchy'; allowed: normal, uniform"),
+])
+def test_each_check_names_the_field_the_value_and_what_is_allowed(check, message):
+  with pytest.raises(ValueError) as error:
+    check()
+  assert str(error.value) == message
+
+
+def test_the_checks_pass_values_in_range_at_their_bounds():
+  checks.check_int("n", 1, 1)
+  checks.check_int("c", None, 1, optional=True)
+  checks.check_number("gamma", 0, at_least=0)
+  checks.check_number("level", 0.5, above=0, below=1)
+  checks.check_number("i", 0, at_least=0, below=5, integer=True)
+  checks.check_positive("lam", np.float32(1e-30))
+  checks.check_one_of("train.optimizer", "sgd", ("adam", "sgd"))
+  with pytest.raises(TypeError, match="at_least or above, not both"):
+    checks.check_number("x", 1, at_least=0, above=0)

@@ -10,6 +10,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
+
 
 def squared_error(y_hat: jax.Array, y: jax.Array) -> jax.Array:
   """Σ_out (ŷ − y)²."""
@@ -39,6 +41,5 @@ def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
 
 
 def get(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  if name not in LOSSES:
-    raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSSES)}")
+  checks.check_one_of("loss", name, LOSSES)
   return LOSSES[name]

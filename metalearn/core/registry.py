@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from metalearn.core.checks import check_fields
+from metalearn.core.checks import check_fields, check_one_of
 
 
 class Registry:
@@ -27,9 +27,7 @@ class Registry:
     return sorted(self._entries)
 
   def get(self, name: str) -> type:
-    if name not in self._entries:
-      raise ValueError(
-          f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names)}")
+    check_one_of(self.kind, name, self.names)
     return self._entries[name]
 
   def build(self, section: Mapping[str, Any], **extra: Any) -> Any:

@@ -12,6 +12,7 @@ import os
 import uuid
 from typing import Mapping, Protocol, Sequence
 
+from metalearn.core.checks import check_one_of
 from metalearn.engine.workdir import config_in_effect
 
 WRITERS = ("tensorboard", "wandb")  # the writers one can ask for beside metrics.jsonl
@@ -99,8 +100,7 @@ class WandbWriter:
 def check_writers(names: Sequence[str]) -> None:
   """Raises ValueError naming an unknown writer, or one whose package is not installed."""
   for name in names:
-    if name not in WRITERS:
-      raise ValueError(f"unknown metric writer {name!r}; allowed: {', '.join(WRITERS)}")
+    check_one_of("metric writer", name, WRITERS)
     package = _PACKAGES[name]
     if importlib.util.find_spec(package) is None:
       raise ValueError(f"metric writer {name!r} needs the {package} package, which is not "

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from metalearn.core import checks
 from metalearn.learners.base import Learner, predict_prefix_by_prefix
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners import transformer  # noqa: F401  (registers its learners)
@@ -37,8 +38,7 @@ def make_baseline(name: str, task) -> Learner:
   'bayes_ridge' is ridge with λ = σ²/τ² read from the task, the posterior mean
   (Akyürek et al. 2022); with no noise it is minimum-norm least squares.
   """
-  if name not in baseline_names():
-    raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(baseline_names())}")
+  checks.check_one_of("baseline", name, baseline_names())
   if name != "bayes_ridge":
     return LEARNERS.build({"name": name})
   lam = getattr(task, "ridge_lambda", None)

@@ -3,12 +3,13 @@
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
+
 KINDS = ("softmax", "linear", "relu", "momentum")
 
 
 def check_kind(kind: str, momentum: float) -> None:
-  if kind not in KINDS:
-    raise ValueError(f"unknown attention {kind!r}; allowed: {', '.join(KINDS)}")
+  checks.check_one_of("attention", kind, KINDS)
   if kind == "momentum" and not 0.0 < momentum < 1.0:
     raise ValueError(f"momentum attention needs 0 < momentum < 1, got {momentum}")
 

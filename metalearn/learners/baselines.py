@@ -9,44 +9,19 @@ together, from exclusive cumulative sums or prefix-masked designs.
 """
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from metalearn.core import checks
-from metalearn.core.episode import Episode
-from metalearn.learners.base import Learner
+from metalearn.learners.prefix_baseline import (PrefixBaseline, apply_weights, example_counts,
+                                                precise_einsum, prefix_grams)
 from metalearn.learners.registry import LEARNERS
-
-# Prompts solved together in one vectorised call; bounds the [P, P, D] buffers
-# of least squares and k-NN (a chunk of 256 at P = 41, D = 20 is ~35 MB).
-_PROMPTS_PER_CHUNK = 256
-
-# Baselines are references: full float32 matmuls on accelerators too (no bf16 passes).
-_einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
 
 
 def _earlier(num_points: int) -> jax.Array:
   """[P, P] bool, True at [i, j] when j < i: the pairs prefix i may use."""
   return jnp.tril(jnp.ones((num_points, num_points), dtype=bool), k=-1)
-
-
-def _counts(num_points: int) -> jax.Array:
-  """[P] float, the number of in-context examples k = i at position i."""
-  return jnp.arange(num_points, dtype=jnp.float32)
-
-
-def _exclusive_cumsum(a: jax.Array) -> jax.Array:
-  """Sums over the points before each one along axis 0 (zero at position 0)."""
-  return jnp.concatenate([jnp.zeros_like(a[:1]), jnp.cumsum(a[:-1], axis=0)], axis=0)
-
-
-def _prefix_grams(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per prefix, XᵀX [P, D, D] and Xᵀy [P, D, O] of the pairs before each point."""
-  xx = _einsum("pd,pe->pde", x, x)
-  xy = _einsum("pd,po->pdo", x, y)
-  return _exclusive_cumsum(xx), _exclusive_cumsum(xy)
 
 
 def _prefix_designs(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -59,41 +34,9 @@ def _prefix_designs(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.where(keep, x[None], 0.0), jnp.where(keep, y[None], 0.0)
 
 
-def _apply(x: jax.Array, w: jax.Array) -> jax.Array:
-  """Each point's own linear map: x [P, D], w [P, D, O] -> [P, O]."""
-  return _einsum("pd,pdo->po", x, w)
-
-
-def _check_int(learner: str, field: str, value, minimum: int) -> None:
-  checks.check_int(f"{learner} {field}", value, minimum)
-
-
-def _check_positive(learner: str, field: str, value) -> None:
-  checks.check_positive(f"{learner} {field}", value)
-
-
-class _Baseline(Learner):
-  """A fixed algorithm: `predict_prompt` maps one prompt's x [P, D], y [P, O] to [P, O]."""
-
-  trainable = False
-
-  def init(self, rng, episode: Episode):
-    return {}
-
-  def predict(self, params, episode: Episode) -> jax.Array:
-    """[batch, points, out]; the mask and info are not read (masked points come last)."""
-    if episode.batch_size <= _PROMPTS_PER_CHUNK:
-      return jax.vmap(self.predict_prompt)(episode.x, episode.y)
-    return jax.lax.map(lambda xy: self.predict_prompt(*xy), (episode.x, episode.y),
-                       batch_size=_PROMPTS_PER_CHUNK)
-
-  def predict_prompt(self, x: jax.Array, y: jax.Array) -> jax.Array:
-    raise NotImplementedError
-
-
 @LEARNERS.register("least_squares")
 @dataclasses.dataclass(frozen=True)
-class LeastSquares(_Baseline):
+class LeastSquares(PrefixBaseline):
   """Minimum-norm least squares on each prefix, ŵ = X⁺y (Garg et al. 2022).
 
   Below D examples (or with zero-padded dimensions) the fit is underdetermined
@@ -105,20 +48,20 @@ class LeastSquares(_Baseline):
   rtol: float = 1e-5  # singular values below rtol·σ_max are treated as zero
 
   def __post_init__(self):
-    _check_positive("least_squares", "rtol", self.rtol)
+    checks.check_positive("least_squares rtol", self.rtol)
 
   def predict_prompt(self, x, y):
     design, targets = _prefix_designs(x, y)                  # [P, P, D], [P, P, O]
     u, s, vt = jnp.linalg.svd(design, full_matrices=False)   # [P, P, R], [P, R], [P, R, D]
     keep = s > self.rtol * s[:, :1]
     s_inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    w = _einsum("prd,pr,pqr,pqo->pdo", vt, s_inv, u, targets)
-    return _apply(x, w)
+    w = precise_einsum("prd,pr,pqr,pqo->pdo", vt, s_inv, u, targets)
+    return apply_weights(x, w)
 
 
 @LEARNERS.register("ridge")
 @dataclasses.dataclass(frozen=True)
-class Ridge(_Baseline):
+class Ridge(PrefixBaseline):
   """Ridge regression on each prefix, ŵ = (XᵀX + λI)⁻¹Xᵀy.
 
   With λ = σ²/τ² it is the posterior mean under w ~ N(0, τ²I) and noise σ
@@ -128,28 +71,28 @@ class Ridge(_Baseline):
   lam: float = 1.0  # λ, the L2 penalty on w
 
   def __post_init__(self):
-    _check_positive("ridge", "lam", self.lam)
+    checks.check_positive("ridge lam", self.lam)
 
   def predict_prompt(self, x, y):
-    gram, xty = _prefix_grams(x, y)
+    gram, xty = prefix_grams(x, y)
     w = jnp.linalg.solve(gram + self.lam * jnp.eye(x.shape[1], dtype=x.dtype), xty)
-    return _apply(x, w)
+    return apply_weights(x, w)
 
 
 @LEARNERS.register("averaging")
 @dataclasses.dataclass(frozen=True)
-class Averaging(_Baseline):
+class Averaging(PrefixBaseline):
   """ŵ = (1/k) Σ_{j<k} y_j x_j, the average of the examples' x y (Garg et al. 2022)."""
 
   def predict_prompt(self, x, y):
-    _, xty = _prefix_grams(x, y)
-    k = jnp.maximum(_counts(x.shape[0]), 1.0)
-    return _apply(x, xty / k[:, None, None])
+    _, xty = prefix_grams(x, y)
+    k = jnp.maximum(example_counts(x.shape[0]), 1.0)
+    return apply_weights(x, xty / k[:, None, None])
 
 
 @LEARNERS.register("knn")
 @dataclasses.dataclass(frozen=True)
-class NearestNeighbours(_Baseline):
+class NearestNeighbours(PrefixBaseline):
   """The mean y of the k nearest earlier x (Euclidean), or of all of them if fewer.
 
   Garg et al. 2022 use k = 3. Position 0 has no examples and predicts 0.
@@ -158,7 +101,7 @@ class NearestNeighbours(_Baseline):
   k: int = 3  # number of neighbours averaged
 
   def __post_init__(self):
-    _check_int("knn", "k", self.k, 1)
+    checks.check_int("knn k", self.k, 1)
 
   def predict_prompt(self, x, y):
     num_points = x.shape[0]
@@ -172,7 +115,7 @@ class NearestNeighbours(_Baseline):
 
 @LEARNERS.register("gd")
 @dataclasses.dataclass(frozen=True)
-class GradientDescent(_Baseline):
+class GradientDescent(PrefixBaseline):
   """`steps` steps of gradient descent from w = 0 on L(w) = (1/2k) Σ_{j<k} (wᵀx_j − y_j)².
 
   The gradient (XᵀX w − Xᵀy)/k needs only the prefix Gram matrices, so every
@@ -184,15 +127,15 @@ class GradientDescent(_Baseline):
   step_size: float = 1.0   # η
 
   def __post_init__(self):
-    _check_int("gd", "steps", self.steps, 1)
-    _check_positive("gd", "step_size", self.step_size)
+    checks.check_int("gd steps", self.steps, 1)
+    checks.check_positive("gd step_size", self.step_size)
 
   def predict_prompt(self, x, y):
-    gram, xty = _prefix_grams(x, y)
-    eta_over_k = self.step_size / jnp.maximum(_counts(x.shape[0]), 1.0)[:, None, None]
+    gram, xty = prefix_grams(x, y)
+    eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None, None]
 
     def step(w, _):
-      return w - eta_over_k * (_einsum("pde,peo->pdo", gram, w) - xty), None
+      return w - eta_over_k * (precise_einsum("pde,peo->pdo", gram, w) - xty), None
 
     w, _ = jax.lax.scan(step, jnp.zeros_like(xty), None, length=self.steps)
-    return _apply(x, w)
+    return apply_weights(x, w)

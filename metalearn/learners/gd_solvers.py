@@ -25,16 +25,16 @@ number of context points. A test holds the filters equal to the matrix iteration
 """
 
 import dataclasses
-import numbers
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metalearn.core import checks
 from metalearn.core.episode import Episode
-from metalearn.learners.baselines import (_apply, _Baseline, _check_int, _check_positive,
-                                          _counts, _einsum, _prefix_grams)
+from metalearn.learners.prefix_baseline import (PrefixBaseline, apply_weights, example_counts,
+                                                precise_einsum, prefix_grams)
 from metalearn.learners.registry import LEARNERS
 
 
@@ -82,7 +82,7 @@ def newton_schulz_filter(lam: jax.Array, steps: int) -> jax.Array:
 
 
 def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-  return _einsum("...de,...ef->...df", a, b)
+  return precise_einsum("...de,...ef->...df", a, b)
 
 
 def gd_plus_plus_weights(gram: jax.Array, xty: jax.Array, step_size: float, gamma: float,
@@ -93,8 +93,8 @@ def gd_plus_plus_weights(gram: jax.Array, xty: jax.Array, step_size: float, gamm
   """
   def step(carry, _):
     u, a = carry
-    u = u + step_size * _matmul(_einsum("...fd,...fe->...de", a, a), xty - _matmul(gram, u))
-    return (u, a - gamma * _matmul(_einsum("...de,...ef,...gf->...dg", a, gram, a), a)), None
+    u = u + step_size * _matmul(precise_einsum("...fd,...fe->...de", a, a), xty - _matmul(gram, u))
+    return (u, a - gamma * _matmul(precise_einsum("...de,...ef,...gf->...dg", a, gram, a), a)), None
 
   eye = jnp.broadcast_to(jnp.eye(gram.shape[-1], dtype=gram.dtype), gram.shape)
   return jax.lax.scan(step, (jnp.zeros_like(xty), eye), None, length=steps)[0][0]
@@ -121,7 +121,7 @@ def newton_schulz_weights(gram: jax.Array, xty: jax.Array, steps: int) -> jax.Ar
   return _matmul(m, xty)
 
 
-class _Solver(_Baseline):
+class _Solver(PrefixBaseline):
   """ŵ = weights(S, b) on every prefix; subclasses give `weights(S [P, D, D], b [P, D, O])`.
 
   The learners iterate the matrices themselves (not S's eigenvectors), so that
@@ -133,9 +133,9 @@ class _Solver(_Baseline):
     raise NotImplementedError
 
   def predict_prompt(self, x, y):
-    gram, xty = _prefix_grams(x, y)
-    k = jnp.maximum(_counts(x.shape[0]), 1.0)[:, None, None]
-    return _apply(x, self.weights(gram / k, xty / k))
+    gram, xty = prefix_grams(x, y)
+    k = jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None, None]
+    return apply_weights(x, self.weights(gram / k, xty / k))
 
 
 @LEARNERS.register("gd_plus_plus")
@@ -148,11 +148,9 @@ class GDPlusPlus(_Solver):
   gamma: float = 0.0       # γ of the x map; 0 gives plain GD
 
   def __post_init__(self):
-    _check_int("gd_plus_plus", "steps", self.steps, 1)
-    _check_positive("gd_plus_plus", "step_size", self.step_size)
-    if isinstance(self.gamma, bool) or not (isinstance(self.gamma, numbers.Real)
-                                            and self.gamma >= 0):
-      raise ValueError(f"gd_plus_plus gamma must be a number >= 0, got {self.gamma!r}")
+    checks.check_int("gd_plus_plus steps", self.steps, 1)
+    checks.check_positive("gd_plus_plus step_size", self.step_size)
+    checks.check_number("gd_plus_plus gamma", self.gamma, at_least=0)
 
   def weights(self, gram, xty):
     return gd_plus_plus_weights(gram, xty, self.step_size, self.gamma, self.steps)
@@ -168,9 +166,9 @@ class PreconditionedGD(_Solver):
   damping: float = 1e-3   # ε added to S before inverting (S is singular below D pairs)
 
   def __post_init__(self):
-    _check_int("preconditioned_gd", "steps", self.steps, 1)
-    _check_positive("preconditioned_gd", "step_size", self.step_size)
-    _check_positive("preconditioned_gd", "damping", self.damping)
+    checks.check_int("preconditioned_gd steps", self.steps, 1)
+    checks.check_positive("preconditioned_gd step_size", self.step_size)
+    checks.check_positive("preconditioned_gd damping", self.damping)
 
   def weights(self, gram, xty):
     return preconditioned_gd_weights(gram, xty, self.step_size, self.steps, self.damping)
@@ -184,7 +182,7 @@ class NewtonSchulz(_Solver):
   steps: int = 10  # Newton–Schulz iterations
 
   def __post_init__(self):
-    _check_int("newton_schulz", "steps", self.steps, 1)
+    checks.check_int("newton_schulz steps", self.steps, 1)
 
   def weights(self, gram, xty):
     return newton_schulz_weights(gram, xty, self.steps)
@@ -197,8 +195,8 @@ def _spectral(gram: jax.Array, xty: jax.Array, query_x: jax.Array
   gram = S [..., D, D], xty = b [..., D, O], query_x [..., Q, D]; z = (Uᵀx_q)_d (Uᵀb)_do.
   """
   lam, basis = jnp.linalg.eigh(gram)
-  b = _einsum("...ed,...eo->...do", basis, xty)
-  q = _einsum("...ed,...qe->...qd", basis, query_x)
+  b = precise_einsum("...ed,...eo->...do", basis, xty)
+  q = precise_einsum("...ed,...qe->...qd", basis, query_x)
   return lam, q[..., None] * b[..., None, :, :]
 
 
@@ -227,8 +225,8 @@ def _held_out(episode: Episode, context_points: int):
     raise ValueError(f"context_points must be in [1, {episode.num_points - 1}] for episodes of "
                      f"{episode.num_points} points (a query must follow), got {context_points}")
   x, y = episode.x[:, :context_points], episode.y[:, :context_points]
-  gram = _einsum("bnd,bne->bde", x, x) / context_points
-  xty = _einsum("bnd,bno->bdo", x, y) / context_points
+  gram = precise_einsum("bnd,bne->bde", x, x) / context_points
+  xty = precise_einsum("bnd,bno->bdo", x, y) / context_points
   lam, z = _spectral(gram, xty, episode.x[:, context_points:])
   return lam, z, episode.y[:, context_points:]
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metalearn.core import checks
 from metalearn.learners.inner_loop import InnerLoop, gradient_step
 from metalearn.learners.registry import LEARNERS
 
@@ -50,10 +51,8 @@ class IMAML(InnerLoop):
 
   def __post_init__(self):
     super().__post_init__()
-    if not self.lam > 0:
-      raise ValueError(f"IMAML lam must be > 0, got {self.lam}")
-    if self.cg_steps < 1:
-      raise ValueError(f"IMAML cg_steps must be >= 1, got {self.cg_steps}")
+    checks.check_positive("IMAML lam", self.lam, name_kind=False)
+    checks.check_int("IMAML cg_steps", self.cg_steps, 1, name_kind=False)
 
   def adapt_and_apply(self, params, context, x, step_size):
     phi = self.proximal_solution(params["net"], (*context, jnp.asarray(step_size)))

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from metalearn.core import losses
+from metalearn.core import checks, losses
 from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.networks import BaseNetwork
@@ -53,13 +53,10 @@ class InnerLoop(Learner):
 
   def __post_init__(self):
     self.base_network()  # validates the network fields
-    if self.context_points < 1:
-      raise ValueError(f"{self.kind} context_points must be >= 1, got {self.context_points}")
+    checks.check_int(f"{self.kind} context_points", self.context_points, 1, name_kind=False)
     for steps in (self.inner_steps, *self.eval_inner_steps):
-      if steps < 0:
-        raise ValueError(f"{self.kind} inner steps must be >= 0, got {steps}")
-    if not self.step_size > 0:
-      raise ValueError(f"{self.kind} step_size must be > 0, got {self.step_size}")
+      checks.check_int(f"{self.kind} inner steps", steps, 0, name_kind=False)
+    checks.check_positive(f"{self.kind} step_size", self.step_size, name_kind=False)
     losses.get(self.inner_loss)
 
   @property

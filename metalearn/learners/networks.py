@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
+
 NETWORKS = ("mlp", "conv4")
 
 
@@ -69,8 +71,7 @@ class BaseNetwork:
   image_size: int            # conv4 input side; inputs are [n, image_size² · channels]
 
   def __post_init__(self):
-    if self.kind not in NETWORKS:
-      raise ValueError(f"unknown network {self.kind!r}; allowed: {', '.join(NETWORKS)}")
+    checks.check_one_of("network", self.kind, NETWORKS)
     if self.kind == "mlp" and any(w < 1 for w in self.widths):
       raise ValueError(f"mlp widths must all be >= 1, got {self.widths}")
     if self.kind == "conv4" and (self.filters < 1 or self.image_size < 1):

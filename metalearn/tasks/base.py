@@ -6,7 +6,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from metalearn.core import losses
+from metalearn.core import checks, losses
 from metalearn.core.episode import Episode, points_mask
 
 
@@ -30,8 +30,7 @@ class TaskFamily:
   context_points = None
 
   def __post_init__(self):
-    if self.dim < 1:
-      raise ValueError(f"task dim must be >= 1, got {self.dim}")
+    checks.check_int("task dim", self.dim, 1, name_kind=False)
 
   def check_points(self, points: int) -> None:
     """Raises a clear error, before anything compiles, for a prompt length it cannot make."""

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
 from metalearn.tasks.base import TaskFamily
 from metalearn.tasks.registry import TASKS
 
@@ -24,8 +25,7 @@ class DecisionTree(TaskFamily):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.depth < 1:
-      raise ValueError(f"depth must be >= 1, got {self.depth}")
+    checks.check_int("depth", self.depth, 1, name_kind=False)
 
   @property
   def num_internal(self) -> int:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metalearn.core import checks
 from metalearn.tasks import omniglot
 from metalearn.tasks.base import TaskFamily
 from metalearn.tasks.registry import TASKS
@@ -124,15 +125,11 @@ class FewShotClassification(TaskFamily):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.dataset not in DATASETS:
-      raise ValueError(f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
-    if self.split not in SPLITS:
-      raise ValueError(f"unknown split {self.split!r}; allowed: {', '.join(SPLITS)}")
+    checks.check_one_of("dataset", self.dataset, DATASETS)
+    checks.check_one_of("split", self.split, SPLITS)
     for name in ("ways", "shots", "train_classes"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.queries < 0:
-      raise ValueError(f"queries must be >= 0, got {self.queries}")
+      checks.check_int(name, getattr(self, name), 1, name_kind=False)
+    checks.check_int("queries", self.queries, 0, name_kind=False)
     if self.dataset == "digits":
       if self.image_size != DIGITS_SIZE:
         raise ValueError(f"digits images are {DIGITS_SIZE}x{DIGITS_SIZE}: image_size must be "
@@ -140,8 +137,7 @@ class FewShotClassification(TaskFamily):
       if self.data_dir:
         raise ValueError(f"digits ship with scikit-learn: data_dir must be '', got {self.data_dir!r}")
     else:
-      if self.image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+      checks.check_int("image_size", self.image_size, 1, name_kind=False)
       if not self.data_dir:
         raise ValueError(
             "omniglot needs data_dir: the directory holding alphabet/character/*.png, possibly "

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
 from metalearn.tasks.base import TaskFamily
 from metalearn.tasks.registry import TASKS
 
@@ -28,13 +29,9 @@ class LinearRegression(TaskFamily):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.w_scale <= 0:
-      raise ValueError(f"w_scale must be > 0, got {self.w_scale}")
-    if self.noise_std < 0:
-      raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
-    if self.x_distribution not in _X_VARIANCE:
-      raise ValueError(f"unknown x_distribution {self.x_distribution!r}; allowed: "
-                       f"{', '.join(_X_VARIANCE)}")
+    checks.check_positive("w_scale", self.w_scale, name_kind=False)
+    checks.check_number("noise_std", self.noise_std, at_least=0, name_kind=False)
+    checks.check_one_of("x_distribution", self.x_distribution, _X_VARIANCE)
 
   @property
   def ridge_lambda(self) -> float:
@@ -74,10 +71,8 @@ class SparseLinearRegression(TaskFamily):
     super().__post_init__()
     if not 1 <= self.sparsity <= self.dim:
       raise ValueError(f"sparsity must be in [1, dim={self.dim}], got {self.sparsity}")
-    if self.w_scale <= 0:
-      raise ValueError(f"w_scale must be > 0, got {self.w_scale}")
-    if self.noise_std < 0:
-      raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+    checks.check_positive("w_scale", self.w_scale, name_kind=False)
+    checks.check_number("noise_std", self.noise_std, at_least=0, name_kind=False)
 
   def sample_one(self, rng, points, dim_mask):
     kx, ks, kw, kn = jax.random.split(rng, 4)

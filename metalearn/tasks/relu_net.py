@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
 from metalearn.tasks.base import TaskFamily
 from metalearn.tasks.registry import TASKS
 
@@ -24,8 +25,7 @@ class ReluNetRegression(TaskFamily):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.hidden < 1:
-      raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+    checks.check_int("hidden", self.hidden, 1, name_kind=False)
 
   def sample_one(self, rng, points, dim_mask):
     kx, k1, k2 = jax.random.split(rng, 3)

@@ -8,7 +8,7 @@ orthogonal to the context, a query equal to a context input. Each shift here wra
 `LinearRegression` or `SparseLinearRegression` family: a prompt is the family's own
 draw, then its x (or w) moves and y is recomputed as y = xw + σε. A prompt's first
 `context_points` points are its context, the rest its queries, each scored from the
-context alone (`evaluate.query_metrics`). The same key gives the same base draw under
+context alone (`evaluation.scores.query_metrics`). The same key gives the same base draw under
 every shift, so shifts are compared on paired prompts, and `shift_episodes` stacks
 all of them into one episode that one compiled call makes and a learner predicts in
 one pass.
@@ -21,6 +21,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
 from metalearn.core.episode import Episode
 from metalearn.tasks.linear import LinearRegression, SparseLinearRegression
 
@@ -36,10 +37,8 @@ class ShiftSettings:
 
   def __post_init__(self):
     for name in ("x_scale", "w_scale", "skew_power"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-    if not self.noise_std >= 0:
-      raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+      checks.check_positive(name, getattr(self, name), name_kind=False)
+    checks.check_number("noise_std", self.noise_std, at_least=0, name_kind=False)
 
 
 def _orthonormal_columns(a: jax.Array) -> jax.Array:
@@ -146,23 +145,32 @@ _SHIFT_FNS = {
 SHIFTS = tuple(_SHIFT_FNS)
 
 
+def wraps(task: object) -> bool:
+  """Whether the shifts wrap `task`: a linear regression family, whose info['w'] are the true
+  weights that a shift moves before y is recomputed."""
+  return isinstance(task, (LinearRegression, SparseLinearRegression))
+
+
+def x_distribution_of(task: LinearRegression | SparseLinearRegression) -> str:
+  """How a family the shifts wrap draws x: "normal" is N(0, I), Garg et al.'s (sparse: always)."""
+  return getattr(task, "x_distribution", "normal")
+
+
 def _check(task, shifts: tuple[str, ...], batch: int, points: int, context_points: int,
            settings: ShiftSettings) -> None:
   """Raises a clear error for anything the shifts cannot make, before any jax work."""
   for shift in shifts:
-    if shift not in _SHIFT_FNS:
-      raise ValueError(f"unknown shift {shift!r}; allowed: {', '.join(SHIFTS)}")
+    checks.check_one_of("shift", shift, SHIFTS)
   if not shifts:
     raise ValueError(f"no shifts given; allowed: {', '.join(SHIFTS)}")
   if len(set(shifts)) != len(shifts):
     raise ValueError(f"each shift may be named once, got {shifts}")
-  if not isinstance(task, (LinearRegression, SparseLinearRegression)):
+  if not wraps(task):
     raise TypeError("shifts need a LinearRegression or SparseLinearRegression task (its "
                     f"info['w'] are the true weights), got {type(task).__name__}")
   if not isinstance(settings, ShiftSettings):
     raise TypeError(f"settings must be a ShiftSettings, got {type(settings).__name__}")
-  if batch < 1:
-    raise ValueError(f"the number of prompts must be >= 1, got {batch}")
+  checks.check_int("the number of prompts", batch, 1, name_kind=False)
   if not 0 <= context_points < points:
     raise ValueError(f"context_points must be in [0, points={points}) so that a query "
                      f"remains, got {context_points}")
@@ -172,7 +180,7 @@ def _check(task, shifts: tuple[str, ...], batch: int, points: int, context_point
       raise ValueError(f"orthogonal_query needs context_points < dim, so that a direction "
                        f"orthogonal to the context remains; got context_points="
                        f"{context_points}, dim={task.dim}")
-    x_distribution = getattr(task, "x_distribution", "normal")
+    x_distribution = x_distribution_of(task)
     if x_distribution != "normal":
       raise ValueError("orthogonal_query keeps zero_loss exact only for a rotation-invariant "
                        f"x, x_distribution='normal'; got {x_distribution!r}")
@@ -225,7 +233,7 @@ def shift_episodes(task: LinearRegression | SparseLinearRegression, shifts: Sequ
   """`num_prompts` prompts per shift, stacked along the batch in the order of `shifts`.
 
   One compiled call; prompt i of every shift starts from the same base draw, and the
-  "none" rows equal `evaluate.held_out_episodes(task, num_prompts, points, seed)`.
+  "none" rows equal `evaluation.prompts.held_out_episodes(task, num_prompts, points, seed)`.
   """
   shifts = (shifts,) if isinstance(shifts, str) else tuple(shifts)
   _check(task, shifts, num_prompts, points, context_points, settings)

@@ -1,0 +1,62 @@
+"""What the algorithmic baselines share: a fixed algorithm solving one problem per prefix.
+
+Position i of a prompt is predicted from the pairs before it only, so a baseline solves P
+problems per prompt, all of them together, from exclusive cumulative sums over the points.
+The baselines of baselines.py and the solvers of gd_solvers.py are built on these.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from metalearn.core.episode import Episode
+from metalearn.learners.base import Learner
+
+# Prompts solved together in one vectorised call; bounds the [P, P, D] buffers
+# of least squares and k-NN (a chunk of 256 at P = 41, D = 20 is ~35 MB).
+_PROMPTS_PER_CHUNK = 256
+
+# Baselines are references: full float32 matmuls on accelerators too (no bf16 passes).
+precise_einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+
+
+def example_counts(num_points: int) -> jax.Array:
+  """[P] float, the number of in-context examples k = i at position i."""
+  return jnp.arange(num_points, dtype=jnp.float32)
+
+
+def _exclusive_cumsum(a: jax.Array) -> jax.Array:
+  """Sums over the points before each one along axis 0 (zero at position 0)."""
+  return jnp.concatenate([jnp.zeros_like(a[:1]), jnp.cumsum(a[:-1], axis=0)], axis=0)
+
+
+def prefix_grams(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per prefix, XᵀX [P, D, D] and Xᵀy [P, D, O] of the pairs before each point."""
+  xx = precise_einsum("pd,pe->pde", x, x)
+  xy = precise_einsum("pd,po->pdo", x, y)
+  return _exclusive_cumsum(xx), _exclusive_cumsum(xy)
+
+
+def apply_weights(x: jax.Array, w: jax.Array) -> jax.Array:
+  """Each point's own linear map: x [P, D], w [P, D, O] -> [P, O]."""
+  return precise_einsum("pd,pdo->po", x, w)
+
+
+class PrefixBaseline(Learner):
+  """A fixed algorithm: `predict_prompt` maps one prompt's x [P, D], y [P, O] to [P, O]."""
+
+  trainable = False
+
+  def init(self, rng, episode: Episode):
+    return {}
+
+  def predict(self, params, episode: Episode) -> jax.Array:
+    """[batch, points, out]; the mask and info are not read (masked points come last)."""
+    if episode.batch_size <= _PROMPTS_PER_CHUNK:
+      return jax.vmap(self.predict_prompt)(episode.x, episode.y)
+    return jax.lax.map(lambda xy: self.predict_prompt(*xy), (episode.x, episode.y),
+                       batch_size=_PROMPTS_PER_CHUNK)
+
+  def predict_prompt(self, x: jax.Array, y: jax.Array) -> jax.Array:
+    raise NotImplementedError
