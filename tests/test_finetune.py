@@ -1,28 +1,30 @@
 """Fine-tuning a trained transformer: loading, zero-shot start, hand-written steps, LoRA, masks."""
 
+import ast
+import functools
 import os
 import shutil
+import subprocess
+import sys
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from configs import gd_layers as gd_layers_configs  # noqa: E402
-from configs import linear_regression  # noqa: E402
-from metalearn.engine.checkpoints import Checkpoints  # noqa: E402
-from metalearn.core.episode import Episode  # noqa: E402
-from metalearn.engine.experiment import ConfigError, build_experiment  # noqa: E402
-from metalearn.learners import finetune, make_learner  # noqa: E402
-from metalearn.learners.finetune import FineTune  # noqa: E402
-from metalearn.learners.transformer import Transformer  # noqa: E402
-from metalearn.engine.runs import load_run  # noqa: E402
-from metalearn.tasks import make_task  # noqa: E402
-from metalearn.engine.train import train_and_evaluate  # noqa: E402
-from metalearn.engine.train_step import init_state  # noqa: E402
+from configs import gd_layers as gd_layers_configs
+from configs import linear_regression
+from metalearn.engine.checkpoints import Checkpoints
+from metalearn.core.episode import Episode
+from metalearn.engine.experiment import ConfigError
+from metalearn.learners import make_learner
+from metalearn.learners.finetune import FineTune
+from metalearn.learners.transformer import Transformer
+from metalearn.engine.runs import build_experiment, load_base_run, load_run
+from metalearn.tasks import make_task
+from metalearn.engine.train import train_and_evaluate
+from metalearn.engine.train_step import init_state
 
 CONTEXT = 4  # context pairs of the 7-point smoke prompts
 
@@ -42,8 +44,15 @@ def episode(run):
   return task.sample(jax.random.PRNGKey(7), 3, config.data.points)
 
 
+@functools.cache
+def _base(workdir):
+  """The run loaded as a base once per test session (the engine's loader, as build_experiment)."""
+  return load_base_run(workdir)
+
+
 def _learner(run, **fields) -> FineTune:
-  return make_learner({"name": "finetune", "run": run[0], "context_points": CONTEXT, **fields})
+  learner = make_learner({"name": "finetune", "run": run[0], "context_points": CONTEXT, **fields})
+  return learner.with_base(_base(run[0]))
 
 
 def _zero_shot(transformer, weights, x):
@@ -78,31 +87,47 @@ def test_loads_the_runs_transformer_and_stays_a_hashable_static_argument(run, ep
     np.testing.assert_array_equal(a, b)
   transformer = learner.transformer()[0]
   assert isinstance(transformer, Transformer) and transformer == run[1]
-  assert learner.transformer() is learner.transformer()  # loaded once per run path
+  # Bound to the run's last checkpoint, which the learner's identity names.
+  assert learner.base.workdir == os.path.abspath(run[0])
+  assert learner.base.step == run[3].train.num_steps
   assert hash(learner) == hash(_learner(run, inner_steps=3)) and learner == _learner(
       run, inner_steps=3)
 
 
-def test_a_run_that_saved_a_newer_checkpoint_is_read_again(run, tmp_path):
+def _finetune_config(workdir):
+  config = linear_regression.get_config("smoke")
+  config.unlock()
+  config.model = ml_collections.ConfigDict({"name": "finetune", "run": workdir,
+                                            "context_points": CONTEXT})
+  config.data.loss_from = CONTEXT
+  return config
+
+
+def test_a_learner_keeps_its_checkpoint_and_a_rebuild_reads_a_newer_one(run, tmp_path):
   workdir = str(tmp_path / "copy")
   shutil.copytree(run[0], workdir)
-  learner = make_learner({"name": "finetune", "run": workdir, "context_points": CONTEXT})
-  before = learner.transformer()[1]
+  config = _finetune_config(workdir)
+  learner = build_experiment(config).learner
   checkpoints = Checkpoints(workdir)
   state = checkpoints.restore_latest(init_state(build_experiment(run[3])))
   doubled = jax.tree.map(lambda w: 2 * w, state.params)
-  checkpoints.save(checkpoints.steps[-1] + 1, state.replace(params=doubled))
+  # As a run that trained one step further: its identity is the train state's step.
+  checkpoints.save(checkpoints.steps[-1] + 1, state.replace(step=state.step + 1, params=doubled))
   checkpoints.close()
-  after = learner.transformer()[1]
+  rebuilt = build_experiment(config).learner
+  before, after = learner.transformer()[1], rebuilt.transformer()[1]
   for a, b, w in zip(jax.tree.leaves(after), jax.tree.leaves(before), jax.tree.leaves(run[2]),
                      strict=True):
     np.testing.assert_array_equal(b, w)
     np.testing.assert_array_equal(a, 2 * w)
+  # Static jit arguments: equal only when bound to the same checkpoint.
+  assert rebuilt.base.step == learner.base.step + 1
+  assert rebuilt != learner and rebuilt == build_experiment(config).learner
+  assert hash(rebuilt) == hash(build_experiment(config).learner)
 
 
 def test_zero_steps_is_the_transformers_zero_shot_prediction(run, episode):
   _, transformer, params, _ = run
-  finetune._load_transformer_checkpoint.cache_clear()  # the first load may happen inside a trace
   predictions = jax.jit(_learner(run, inner_steps=0).predict)(params, episode)
   assert predictions.shape == episode.y.shape
   transformer_predict = jax.jit(transformer.predict)
@@ -233,11 +258,7 @@ def test_more_steps_lower_the_context_loss(run, episode, optimizer, learning_rat
 
 
 def test_an_experiment_takes_the_finetune_model_section(run):
-  config = linear_regression.get_config("smoke")
-  config.unlock()
-  config.model = ml_collections.ConfigDict({"name": "finetune", "run": run[0],
-                                            "context_points": CONTEXT})
-  config.data.loss_from = CONTEXT
+  config = _finetune_config(run[0])
   assert isinstance(build_experiment(config).learner, FineTune)
   config.model.context_points = config.data.points
   with pytest.raises(ConfigError, match="context_points=7 leaves no query"):
@@ -245,9 +266,23 @@ def test_an_experiment_takes_the_finetune_model_section(run):
 
 
 def test_missing_run_directory_names_it(run, episode, tmp_path):
+  with pytest.raises(ConfigError, match="nowhere' is not a metalearn run"):
+    build_experiment(_finetune_config(str(tmp_path / "nowhere")))
+  with pytest.raises(ConfigError, match="nowhere' is not a metalearn run"):
+    load_base_run(str(tmp_path / "nowhere"))
+  # A learner that was never bound reads nothing itself: it says what binds it.
   learner = FineTune(run=str(tmp_path / "nowhere"), context_points=CONTEXT)
-  with pytest.raises(FileNotFoundError, match="nowhere' is not a metalearn run"):
+  with pytest.raises(ValueError, match="nowhere' is not bound to the run's transformer"):
     learner.init(jax.random.PRNGKey(0), episode)
+
+
+def test_a_run_whose_base_is_itself_is_refused(run, tmp_path):
+  workdir = str(tmp_path / "loop")
+  shutil.copytree(run[0], workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(_finetune_config(workdir).to_json())
+  with pytest.raises(ConfigError, match="loop' builds on itself"):
+    build_experiment(_finetune_config(workdir))
 
 
 def test_a_run_of_another_learner_is_refused(tmp_path, episode):
@@ -256,8 +291,11 @@ def test_a_run_of_another_learner_is_refused(tmp_path, episode):
   config.train.update(num_steps=10, checkpoint_every=10)
   workdir = str(tmp_path / "gd_layers")
   train_and_evaluate(config, workdir)
-  with pytest.raises(ValueError, match="trained a 'gd_layers' learner .* needs a transformer run"):
-    FineTune(run=workdir, context_points=CONTEXT).init(jax.random.PRNGKey(0), episode)
+  message = "trained a 'gd_layers' learner .* needs a transformer run"
+  with pytest.raises(ValueError, match=message):
+    FineTune(run=workdir, context_points=CONTEXT).with_base(load_base_run(workdir))
+  with pytest.raises(ConfigError, match=message):
+    build_experiment(_finetune_config(workdir))
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -289,3 +327,24 @@ def test_shapes_the_transformer_cannot_take_are_refused(run, episode):
     learner.check_episode(episode.num_points, 4)
   with pytest.raises(ValueError, match="context_points=4 exceeds the prompts' 3 points"):
     learner.init(jax.random.PRNGKey(0), episode.prefix(3))
+
+
+def test_the_learner_modules_import_nothing_above_the_learners():
+  """Learners are pure functions of their params: no engine, evaluation, analysis or comparison
+  import, function-local ones included, and none pulled in on import either."""
+  above = ("metalearn.engine", "metalearn.evaluation", "metalearn.analysis",
+           "metalearn.comparison")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for module in ("finetune", "fine_tuning"):
+    with open(os.path.join(root, "metalearn", "learners", f"{module}.py")) as f:
+      tree = ast.parse(f.read())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert imported and not [name for name in imported if name.startswith(above)], imported
+  loaded = subprocess.run(
+      [sys.executable, "-c", "import sys, metalearn.learners.finetune; "
+       "print(sorted(m for m in sys.modules if m.startswith('metalearn.')))"],
+      cwd=root, capture_output=True, text=True, check=True).stdout.split("\n")[0]
+  assert "metalearn.learners.finetune" in loaded
+  assert not [m for m in ast.literal_eval(loaded) if m.startswith(above)], loaded

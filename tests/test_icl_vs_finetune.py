@@ -1,19 +1,17 @@
 """SimAOU, ICL against fine-tuning (Dai et al. 2022): known answers, hand references, errors."""
 
-import os
+import functools
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-import flax.traverse_util  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from metalearn.analysis import icl_vs_finetune as ivf  # noqa: E402
-from metalearn.core.episode import Episode  # noqa: E402
-from metalearn.learners.transformer import Transformer  # noqa: E402
-from tests.episodes import episode_from_arrays  # noqa: E402
+from metalearn.analysis import icl_vs_finetune as ivf
+from metalearn.core.episode import Episode
+from metalearn.learners.transformer import Transformer
+from tests.episodes import episode_from_arrays
 
 CONTEXT = 4   # context pairs; the query is position 4 of the 6-point prompts
 LR = 1e-3     # small enough that one step is linear to ~1e-2, large against float32 rounding
@@ -74,27 +72,28 @@ def test_zero_steps_give_an_exactly_zero_finetune_update(params, episode):
   assert np.all(result["icl_norm"] > 0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _linearised_step(transformer, params, x, y):
+  """One prompt's FT update to first order, LR times the derivative of the query's zero-shot
+  attention outputs along minus the key/value gradient [layers, hidden]; and the key gradients."""
+  def loss(weights):
+    y_hat = transformer.predict(weights, _one_point(x[:CONTEXT]))[:, 0]
+    return jnp.mean(jnp.sum(jnp.square(y_hat - y[:CONTEXT]), -1))
+  grads = jax.grad(loss)(params)
+  direction = jax.tree.map(lambda g, m: -g * m, grads, _hand_kv_mask(params))
+  _, tangent = jax.jvp(lambda w: _zero_shot_attention(transformer, w, x[CONTEXT]),
+                       (params,), (direction,))
+  # Softmax over a one-point prompt is 1 whatever the logits: no gradient reaches the keys.
+  keys = jnp.stack([grads[f"block_{i}"]["attn"]["qkv"]["kernel"][:, HIDDEN:2 * HIDDEN]
+                    for i in range(LAYERS)])
+  return LR * tangent, keys                                        # [layers, hidden]
+
+
 def test_one_small_step_is_the_directional_derivative_along_minus_the_gradient(
     params, episode, one_step):
   transformer = _transformer()
-  mask = _hand_kv_mask(params)
-
-  @jax.jit
-  def expected(x, y):
-    def loss(weights):
-      y_hat = transformer.predict(weights, _one_point(x[:CONTEXT]))[:, 0]
-      return jnp.mean(jnp.sum(jnp.square(y_hat - y[:CONTEXT]), -1))
-    grads = jax.grad(loss)(params)
-    direction = jax.tree.map(lambda g, m: -g * m, grads, mask)
-    _, tangent = jax.jvp(lambda w: _zero_shot_attention(transformer, w, x[CONTEXT]),
-                         (params,), (direction,))
-    # Softmax over a one-point prompt is 1 whatever the logits: no gradient reaches the keys.
-    keys = jnp.stack([grads[f"block_{i}"]["attn"]["qkv"]["kernel"][:, HIDDEN:2 * HIDDEN]
-                      for i in range(LAYERS)])
-    return LR * tangent, keys                                      # [layers, hidden]
-
   for b in range(episode.batch_size):
-    want, key_grads = expected(episode.x[b], episode.y[b])
+    want, key_grads = _linearised_step(transformer, params, episode.x[b], episode.y[b])
     got = one_step["finetune_update"][:, b]
     np.testing.assert_array_equal(key_grads, 0.0)
     for layer in range(LAYERS):
@@ -154,14 +153,36 @@ def test_compare_updates_known_cosines():
   np.testing.assert_allclose(result["finetune_norm"], [[5.0]])
 
 
-def test_with_random_control_and_summarise(params, episode, one_step):
+def _hand_updates(transformer, weights, episode):
+  """(ICL update, first-order FT update) [layers, batch, hidden] of every prompt, by hand."""
+  full = transformer.intermediates(weights, episode)["attention_output"][:, :, CONTEXT]
+  alone = transformer.intermediates(weights, _one_point(episode.x[:, CONTEXT]))[
+      "attention_output"][:, :, 0]
+  ft = [_linearised_step(transformer, weights, episode.x[b], episode.y[b])[0]
+        for b in range(episode.batch_size)]
+  return np.asarray(full - alone), np.stack(ft, axis=1)
+
+
+def test_with_random_control_and_summarise(params, episode):
   both = ivf.with_random_control(_transformer(), params, episode, CONTEXT, seed=0, steps=1,
                                  learning_rate=LR)
   assert set(both) == {"trained", "random_init"}
   for result in both.values():
     for value in result.values():
       assert np.all(np.isfinite(value))
-  np.testing.assert_allclose(both["trained"]["cosine"], one_step["cosine"], rtol=1e-5, atol=1e-6)
+  # Each entry against updates written out by hand from its own weights: the ICL update
+  # exactly, the one small step to first order (as above), so the cosine to about 1e-2.
+  random_params = _transformer().init(jax.random.PRNGKey(0), episode)  # seed=0, whole prompt
+  for name, weights in (("trained", params), ("random_init", random_params)):
+    icl, ft = _hand_updates(_transformer(), weights, episode)
+    np.testing.assert_allclose(both[name]["icl_update"], icl, rtol=1e-5, atol=1e-6)
+    error = (np.linalg.norm(both[name]["finetune_update"] - ft, axis=-1)
+             / np.linalg.norm(ft, axis=-1))
+    assert np.all(error < 1e-2), (name, error)
+    cosine = np.sum(icl * ft, -1) / (np.linalg.norm(icl, axis=-1) * np.linalg.norm(ft, axis=-1))
+    np.testing.assert_allclose(both[name]["cosine"], cosine, atol=2e-2)
+    np.testing.assert_allclose(ivf.summarise(both[name])["cosine_mean"], cosine.mean(axis=1),
+                               atol=2e-2)
   assert not np.allclose(both["trained"]["icl_update"], both["random_init"]["icl_update"])
   assert not np.allclose(both["trained"]["cosine"], both["random_init"]["cosine"])
   summary = ivf.summarise(both)
@@ -180,7 +201,8 @@ def test_bad_inputs_fail_with_clear_errors(params, episode):
   call = lambda **kw: ivf.icl_vs_finetune(**{
       "transformer": transformer, "params": params, "episode": episode,
       "context_points": CONTEXT, "steps": 1, "learning_rate": LR, **kw})
-  with pytest.raises(TypeError, match="needs a Transformer learner, got object"):
+  with pytest.raises(TypeError, match=r"hidden states include its attention outputs "
+                                      r"\(a transformer\), got object"):
     call(transformer=object())
   for bad in (0, 6, -1, 2.5, True):
     with pytest.raises(ValueError, match=r"context_points must be an integer in \[1, 5\]"):

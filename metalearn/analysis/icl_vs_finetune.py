@@ -9,29 +9,32 @@ For a prompt of C context pairs then a query x_q, at every layer l and at x_q's 
   zero-shot    a_l(θ; x_q): the attention output when the prompt is x_q alone (one point);
   ICL update   a_l(θ; pairs, x_q) − a_l(θ; x_q);
   FT update    a_l(θ'; x_q) − a_l(θ; x_q), θ' after `steps` SGD steps on the mean zero-shot
-               squared error of the C pairs, each x_i its own one-point prompt (as
-               `learners.finetune.FineTune`). Following Dai et al. only the key and value
-               projections move by default. A one-point prompt's softmax attends to its own
-               token alone, with weight 1 whatever the logit, so there the keys (and queries)
-               receive no gradient: under softmax attention only the values move.
+               squared error of the C pairs, each x_i its own one-point prompt (the routine
+               of `learners.fine_tuning`, which `learners.finetune.FineTune` runs too).
+               Following Dai et al. only the key and value projections move by default. A
+               one-point prompt's softmax attends to its own token alone, with weight 1
+               whatever the logit, so there the keys (and queries) receive no gradient: under
+               softmax attention only the values move.
 Untrained models score similarly on such measures (Deutch et al. 2024, "In-context learning and
 gradient descent revisited"), so `with_random_control` measures a freshly initialised
 transformer of the same architecture beside the trained one.
 """
 
 import functools
-import numbers
 from typing import Any, Mapping
 
-import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from metalearn.core import losses
+from metalearn.core.checks import check_int, check_positive
 from metalearn.core.episode import Episode, check_context_points
-from metalearn.evaluation.evaluate import mean_and_interval
+from metalearn.evaluation.intervals import mean_and_interval
+from metalearn.learners import fine_tuning
 from metalearn.learners.base import Params
+from metalearn.learners.capabilities import exposes
 from metalearn.learners.transformer import Transformer
 from metalearn.analysis.similarity import cosine_similarity
 
@@ -39,62 +42,25 @@ from metalearn.analysis.similarity import cosine_similarity
 def _check(transformer: Any, episode: Episode, context_points: Any, steps: Any,
            learning_rate: Any) -> None:
   """Every bad argument fails here, before anything is traced or compiled."""
-  if not isinstance(transformer, Transformer):
-    raise TypeError(f"icl_vs_finetune needs a Transformer learner, got "
+  if not exposes(transformer, "attention_output"):
+    raise TypeError(f"icl_vs_finetune needs a learner whose hidden states include its attention "
+                    f"outputs (a transformer), got "
                     f"{type(transformer).__name__}")
   check_context_points(episode, context_points)
-  if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-    raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-  if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-      or not learning_rate > 0):  # `not > 0` also refuses NaN
-    raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
+  check_int("steps", steps, 0)
+  check_positive("learning_rate", learning_rate)
   transformer.check_episode(context_points + 1, episode.dim)
-
-
-def _one_point(x: jax.Array, out_dim: int) -> Episode:
-  """x [N, D] -> N one-point prompts (x_n): read at x_n's token, before y_n, so y is never seen."""
-  num = x.shape[0]
-  return Episode(x=x[:, None], y=jnp.zeros((num, 1, out_dim), x.dtype),
-                 mask=jnp.ones((num, 1), x.dtype), zero_loss=jnp.ones((num,), x.dtype))
-
-
-def _out_dim(params: Params) -> int:
-  return params["read_out"]["kernel"].shape[-1]
-
-
-def kv_mask(params: Params) -> Params:
-  """1.0 on the key and value projections, 0.0 on every other weight (a pytree like `params`).
-
-  A block's attn/qkv Dense computes q, k, v as the first, middle and last thirds of its columns.
-  """
-  def mask(path: tuple[str, ...], leaf: jax.Array) -> jax.Array:
-    if path[-3:-1] != ("attn", "qkv"):
-      return jnp.zeros_like(leaf)
-    hidden = leaf.shape[-1] // 3
-    return jnp.broadcast_to(jnp.arange(3 * hidden) >= hidden, leaf.shape).astype(leaf.dtype)
-
-  flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict({p: mask(p, leaf) for p, leaf in flat.items()})
 
 
 def _finetune(transformer: Transformer, params: Params, x_context: jax.Array,
               y_context: jax.Array, mask_context: jax.Array, steps: int, kv_only: bool,
               learning_rate: jax.Array) -> Params:
   """One prompt's weights after `steps` SGD steps on its context's zero-shot loss [C, D], [C, O]."""
-  grad_mask = kv_mask(params) if kv_only else None
-
-  def context_loss(weights):
-    y_hat = transformer.predict(weights, _one_point(x_context, _out_dim(weights)))[:, 0]
-    return losses.masked_mean(losses.squared_error(y_hat, y_context), mask_context)
-
-  def step(weights, _):
-    grads = jax.grad(context_loss)(weights)
-    if grad_mask is not None:
-      grads = jax.tree.map(jnp.multiply, grads, grad_mask)
-    return jax.tree.map(lambda w, g: w - learning_rate * g, weights, grads), None
-
-  weights, _ = jax.lax.scan(step, params, None, length=steps)
-  return weights
+  trainable = (fine_tuning.selected_weights(params, fine_tuning.kv_mask(params)) if kv_only
+               else fine_tuning.all_weights(params))
+  return fine_tuning.fine_tune(transformer, trainable, x_context, y_context, mask_context,
+                               steps=steps, optimizer=optax.sgd(learning_rate),
+                               loss=losses.squared_error)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
@@ -121,14 +87,15 @@ def _updates(transformer: Transformer, params: Params, prompt: Episode, steps: i
              kv_only: bool, learning_rate: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(ICL update, FT update) [layers, batch, hidden] for prompts of C pairs and the query."""
   c = prompt.num_points - 1
-  out_dim = _out_dim(params)
+  out_dim = params["read_out"]["kernel"].shape[-1]
 
   def one_prompt(x, y, mask):
     tuned = _finetune(transformer, params, x[:c], y[:c], mask[:c], steps, kv_only, learning_rate)
     # θ and θ' go through one batched pass: with steps = 0 the two outputs are bit for bit
     # equal, so the FT update is exactly 0 rather than the rounding of two kernels.
     both = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, tuned)
-    zero_shot = jax.vmap(lambda w: transformer.intermediates(w, _one_point(x[c:], out_dim))[
+    query_alone = fine_tuning.one_point_prompts(x[c:], out_dim)
+    zero_shot = jax.vmap(lambda w: transformer.intermediates(w, query_alone)[
         "attention_output"][:, 0, 0])(both)                           # [2, layers, hidden]
     return zero_shot[0], zero_shot[1] - zero_shot[0]
 
@@ -178,8 +145,7 @@ def with_random_control(transformer: Transformer, params: Params, episode: Episo
   architecture's untrained weights, transformer.init(PRNGKey(seed), episode), on the same
   prompts with the same settings (Deutch et al. 2024: a random model is the baseline).
   """
-  if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-    raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+  check_int("seed", seed, 0)
   trained = icl_vs_finetune(transformer, params, episode, context_points, **kwargs)
   # Only the prompt's length is cut: a transformer's weights do not depend on it.
   random_params = transformer.init(jax.random.PRNGKey(seed), episode.prefix(context_points + 1))

@@ -1,11 +1,13 @@
 """A config, checked and built into the typed objects a run needs, before anything compiles."""
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from metalearn.core.checks import check_fields, check_int, check_type
+from metalearn.core.checks import (check_fields, check_int, check_number, check_one_of,
+                                   check_positive, check_type)
 from metalearn.engine.curriculum import Curriculum
 from metalearn.learners import Learner, make_baseline, make_learner
+from metalearn.learners.base import BaseRun
 from metalearn.tasks import TaskFamily, make_task
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -30,19 +32,15 @@ class TrainConfig:
   keep_checkpoints: int
 
   def __post_init__(self):
-    if not self.learning_rate > 0:
-      raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-    if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f"unknown train.optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-    if self.schedule not in SCHEDULES:
-      raise ValueError(f"unknown train.schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    check_positive("train.learning_rate", self.learning_rate, name_kind=False)
+    check_one_of("train.optimizer", self.optimizer, OPTIMIZERS)
+    check_one_of("train.schedule", self.schedule, SCHEDULES)
     for name in ("batch_size", "num_steps", "steps_per_call", "log_every", "checkpoint_every",
                  "keep_checkpoints"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("warmup_steps", "weight_decay", "grad_clip"):
-      if getattr(self, name) < 0:
-        raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+      check_int(f"train.{name}", getattr(self, name), 1, name_kind=False)
+    check_int("train.warmup_steps", self.warmup_steps, 0, name_kind=False)
+    for name in ("weight_decay", "grad_clip"):
+      check_number(f"train.{name}", getattr(self, name), at_least=0, name_kind=False)
     # Host calls run `steps_per_call` steps each; every boundary must fall on one.
     for name in ("num_steps", "log_every", "checkpoint_every"):
       if getattr(self, name) % self.steps_per_call:
@@ -62,8 +60,7 @@ class EvalConfig:
 
   def __post_init__(self):
     for name in ("num_prompts", "batch_size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+      check_int(f"eval.{name}", getattr(self, name), 1, name_kind=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,20 +109,26 @@ class ConfigError(ValueError):
   """A config that cannot make a run; the message names the value and what is allowed."""
 
 
-def build_experiment(config: Mapping[str, Any]) -> Experiment:
+# Loads the trained run in a work directory that a learner builds on (`Learner.base_run`).
+# engine.runs supplies it: it reads checkpoints, and it imports this module.
+BaseLoader = Callable[[str], BaseRun]
+
+
+def build(config: Mapping[str, Any], load_base: BaseLoader) -> Experiment:
   """Checks a config and builds its task, learner and settings; compiles nothing.
 
-  Raises ConfigError naming the bad value and what is allowed.
+  Callers use `engine.runs.build_experiment`, which passes its loader of base runs. Raises
+  ConfigError naming the bad value and what is allowed.
   """
   try:
-    return _build(config)
+    return _build(config, load_base)
   except ConfigError:
     raise
   except (ValueError, TypeError, KeyError) as error:
     raise ConfigError(str(error).strip("'\"")) from error
 
 
-def _build(config: Mapping[str, Any]) -> Experiment:
+def _build(config: Mapping[str, Any], load_base: BaseLoader) -> Experiment:
   if "seed" not in config:
     raise ValueError("the config has no 'seed'; it needs: seed, task, model, data, train, eval")
   check_int("seed", config["seed"])
@@ -143,6 +146,9 @@ def _build(config: Mapping[str, Any]) -> Experiment:
   _check_context(learner, points, loss_from)
   learner.check_loss(task.loss_name)
   curriculum = _curriculum(dict(data["curriculum"]), task.dim, points)
+  base_run = learner.base_run()
+  if base_run is not None:  # bound before check_episode, which may read the base's weights
+    learner = learner.with_base(load_base(base_run))
   learner.check_episode(points, task.dim)
   train = _typed(TrainConfig, _section(config, "train"), "train")
   eval_section = _section(config, "eval")

@@ -1,15 +1,17 @@
-"""Loading a finished (or stopped) run back for scripts, tests and notebooks."""
+"""Loading a finished (or stopped) run back for scripts, tests and notebooks, and building a
+config's experiment, which loads the trained run its learner may build on (`model.run`)."""
 
-from typing import Any
+import os
+from typing import Any, Mapping
 
-import jax
 import ml_collections
 
-from metalearn.engine.checkpoints import Checkpoints
+from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError
 from metalearn.learners import Learner
-from metalearn.engine.experiment import Experiment, build_experiment
-from metalearn.engine.train_step import init_state
-from metalearn.engine.workdir import CONFIG_FILE, config_in_effect
+from metalearn.learners.base import BaseRun
+from metalearn.engine.experiment import BaseLoader, ConfigError, Experiment, build
+from metalearn.engine.train_step import abstract_state
+from metalearn.engine.workdir import CONFIG_FILE, WorkdirError, config_in_effect
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -21,12 +23,41 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(config)
 
 
-def _restore_target(experiment: Experiment) -> Any:
-  """The train state's shapes, dtypes and placement (on the first device), without running or
-  compiling its init: all a restore needs."""
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                      jax.eval_shape(lambda: init_state(experiment)))
+def build_experiment(config: Mapping[str, Any]) -> Experiment:
+  """Checks a config and builds its task, learner and settings; compiles nothing.
+
+  A learner that builds on a trained run (`Learner.base_run`) is bound to that run's learner
+  and params at its latest checkpoint. Raises ConfigError naming the bad value and what is
+  allowed, or the base run's path when it cannot be loaded.
+  """
+  return build(config, _base_loader(()))
+
+
+def load_base_run(workdir: str) -> BaseRun:
+  """The run in `workdir` as a learner's base: its learner and params at its latest checkpoint,
+  for `Learner.with_base`. Raises ConfigError naming the path when it cannot be loaded."""
+  return _base_loader(())(workdir)
+
+
+def _base_loader(loading: tuple[str, ...]) -> BaseLoader:
+  """Loads base runs; `loading`: the runs whose bases are being loaded, outermost first (a run
+  whose chain of bases comes back to itself would otherwise load forever)."""
+  def load(workdir: str) -> BaseRun:
+    path = os.path.abspath(workdir)
+    if path in loading:
+      raise ConfigError(f"model.run {path!r} builds on itself: "
+                        f"{' -> '.join(loading + (path,))}")
+    try:
+      config = load_config(path)
+      experiment = build(config, _base_loader(loading + (path,)))
+      state = _latest_state(path, experiment)  # DamagedCheckpointsError
+    except (OSError, ValueError, DamagedCheckpointsError, WorkdirError) as error:  # ConfigError too
+      raise ConfigError(f"model.run {path!r} cannot be loaded: {error}") from error
+    if state is None:
+      raise ConfigError(f"model.run {path!r} cannot be loaded: the run has no readable "
+                        "checkpoint")
+    return BaseRun(path, int(state.step), config.model.name, experiment.learner, state.params)
+  return load
 
 
 def load_run(workdir: str, experiment: Experiment | None = None
@@ -46,20 +77,7 @@ def load_run(workdir: str, experiment: Experiment | None = None
   return experiment.learner, state.params, config
 
 
-def resume_step(workdir: str, experiment: Experiment) -> int:
-  """The step a relaunch of the run in `workdir` under `experiment` resumes from (0 without a
-  readable checkpoint); reads the checkpoint without changing anything.
-
-  Raises CheckpointMismatchError when the checkpoint does not fit the experiment's train state.
-  """
-  state = _latest_state(workdir, experiment)
-  return 0 if state is None else int(state.step)
-
-
 def _latest_state(workdir: str, experiment: Experiment) -> Any | None:
   """The newest readable train state in `workdir`, shaped for `experiment`; moves nothing."""
-  checkpoints = Checkpoints(workdir, read_only=True)
-  try:
-    return checkpoints.restore_latest(_restore_target(experiment))
-  finally:
-    checkpoints.close()
+  with Checkpoints(workdir, read_only=True) as checkpoints:
+    return checkpoints.restore_latest(abstract_state(experiment))

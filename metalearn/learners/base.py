@@ -1,5 +1,6 @@
 """The learner interface every inner loop (emergent, explicit, GD-layer) implements."""
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -8,6 +9,22 @@ import jax.numpy as jnp
 from metalearn.core.episode import Episode
 
 Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseRun:
+  """A trained run a learner builds on, as the engine loaded it (see `Learner.base_run`).
+
+  Learners are static jit arguments: equality and hash go by the checkpoint (work directory
+  and step) and the learner, never by the arrays, so two learners bound to the same run are
+  equal exactly when they hold the same checkpoint's params.
+  """
+
+  workdir: str        # the run's work directory, absolute
+  step: int           # the train state's step in the checkpoint `params` come from
+  learner_name: str   # the run's model.name, for messages
+  learner: "Learner"  # the run's trained learner
+  params: Params = dataclasses.field(compare=False, hash=False, repr=False)
 
 
 class Learner:
@@ -36,6 +53,18 @@ class Learner:
 
   def check_loss(self, loss_name: str) -> None:
     """Raises if the learner's own inner loop descends a loss other than the task's."""
+
+  def base_run(self) -> str | None:
+    """The work directory of a trained run this learner builds on; None: it builds on none.
+
+    The engine loads that run when it builds the experiment and binds it with `with_base`
+    before any check that needs it (`check_episode`): a learner never reads a run itself.
+    """
+    return None
+
+  def with_base(self, base: BaseRun) -> "Learner":
+    """A copy of this learner bound to its loaded base run (only if `base_run` names one)."""
+    raise TypeError(f"{type(self).__name__} builds on no trained run; it takes no base run")
 
   def evaluation_variants(self, name: str) -> dict[str, "Learner"]:
     """The settings an evaluation reports, by display name (inner loops: per step count)."""
