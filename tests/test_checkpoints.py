@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError, state_checksums
+from metalearn.engine.checkpoints import (CheckpointMismatchError, Checkpoints,
+                                          DamagedCheckpointsError, state_checksums)
 from metalearn.engine.runs import load_run
 from metalearn.engine.train import train_and_evaluate
 
@@ -121,6 +122,33 @@ def test_a_checkpoint_saved_before_checksums_restores_with_a_warning(tmp_path, c
   checkpoints.close()
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "4", "checksums"))
   _assert_trees_equal(_restore(workdir), _state(4))
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_naming_each_difference(saved):
+  target = _state(0)
+  target["params"]["w"] = jnp.zeros((48, 47), jnp.float32)
+  target["step"] = jnp.float32(0)
+  del target["mu"]
+  target["extra"] = jnp.zeros(2)
+  message = (r"the checkpoint at step 2 in .* does not fit this config's train state .*: it lacks "
+             r"extra; it has mu/b, which this config lacks; its shapes or dtypes differ: params/w "
+             r"\(48, 48\) float32 saved, \(48, 47\) float32 here, step \(\) int32 saved, \(\) "
+             r"float32 here\. Use a new workdir")
+  with Checkpoints(saved, read_only=True) as checkpoints:
+    with pytest.raises(CheckpointMismatchError, match=message):
+      checkpoints.restore_latest(target)
+  assert os.listdir(os.path.join(saved, "checkpoints")) and not os.path.exists(
+      os.path.join(saved, "checkpoints_damaged"))
+
+
+def test_a_restore_into_abstract_leaves_places_them_as_asked(saved):
+  device = jax.devices()[1]
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+      a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device)), _state(0))
+  with Checkpoints(saved, read_only=True) as checkpoints:
+    restored = checkpoints.restore_latest(target)
+  _assert_trees_equal(restored, _state(2))
+  assert all(leaf.devices() == {device} for leaf in jax.tree.leaves(restored))
 
 
 def test_checksums_name_every_leaf_by_its_path():

@@ -10,7 +10,7 @@ import pytest
 
 from configs.linear_regression import get_config
 from metalearn.engine import checkpoints
-from metalearn.engine.experiment import build_experiment
+from metalearn.engine.runs import build_experiment
 from metalearn.engine.log_window import WINDOW_DIR
 from metalearn.engine.train import PREEMPTED_EXIT_CODE, train
 

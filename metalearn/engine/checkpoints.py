@@ -80,9 +80,45 @@ def _verify(step: int, state: Any, saved: Any) -> None:
     expected = expected if isinstance(expected, dict) else {}
     differing = sorted(set(actual) ^ set(expected)
                        | {k for k in set(actual) & set(expected) if actual[k] != expected[k]})
-    shown = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more"
-                                         if len(differing) > 3 else "")
-    raise ChecksumError(f"arrays differ from the checksums saved with them: {shown}")
+    raise ChecksumError(f"arrays differ from the checksums saved with them: {_shown(differing)}")
+
+
+def _leaves(tree: Any) -> dict[str, Any]:
+  return {_leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shown(names: list[str]) -> str:
+  """The first three of `names`, and how many more."""
+  return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _misfits(saved: Any, target: Any) -> str:
+  """How a state restored as saved does not fit `target` (leaf names, shapes, dtypes): a
+  sentence for the error, or "" when it fits."""
+  saved, target = _leaves(saved), _leaves(target)
+  missing, extra = sorted(set(target) - set(saved)), sorted(set(saved) - set(target))
+  differing = [f"{name} {np.shape(saved[name])} {np.dtype(saved[name].dtype)} saved, "
+               f"{np.shape(target[name])} {np.dtype(target[name].dtype)} here"
+               for name in sorted(set(saved) & set(target))
+               if (np.shape(saved[name]) != np.shape(target[name])
+                   or np.dtype(saved[name].dtype) != np.dtype(target[name].dtype))]
+  parts = ([f"it lacks {_shown(missing)}"] if missing else []) + (
+      [f"it has {_shown(extra)}, which this config lacks"] if extra else []) + (
+      [f"its shapes or dtypes differ: {_shown(differing)}"] if differing else [])
+  return "; ".join(parts)
+
+
+def _laid_out(saved: Any, target: Any) -> Any:
+  """A state restored as saved, in `target`'s tree, each leaf placed as its target leaf is."""
+  arrays = _leaves(saved)
+  paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+
+  def placed(path, leaf):
+    array = arrays[_leaf_name(path)]
+    sharding = getattr(leaf, "sharding", None)  # a numpy leaf asks for a host array
+    return np.asarray(array) if sharding is None else jax.device_put(array, sharding)
+
+  return jax.tree_util.tree_unflatten(treedef, [placed(path, leaf) for path, leaf in paths])
 
 
 # Tensorstore ends its messages with the whole JSON spec of the array it opened (about 1.5 KB).
@@ -151,6 +187,17 @@ def _quiet_abandoned_reads() -> None:
     asyncio_log.addFilter(_AbandonedReadFilter())
 
 
+def _items() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+  """The two items of a checkpoint, each with the handler that saves and restores it."""
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  for item, handler, save, restore in (
+      (_STATE, ocp.StandardCheckpointHandler(), ocp.args.StandardSave, ocp.args.StandardRestore),
+      (_CHECKSUMS, ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
+    registry.add(item, save, handler)
+    registry.add(item, restore, handler)
+  return registry
+
+
 class Checkpoints:
   """The checkpoints of one work directory (`<workdir>/checkpoints/<step>`).
 
@@ -172,16 +219,27 @@ class Checkpoints:
     self.damaged_directory = os.path.join(os.path.abspath(workdir), "checkpoints_damaged")
     self._keep, self._read_only = keep, read_only
     self._manager = self._open()
+    # Restores read a step's directory through a checkpointer of both items, not through the
+    # manager: configured by its handler registry, a manager takes a step that holds an item
+    # named "default" (orbax's name for a single unnamed item) for a single-item checkpoint,
+    # which ours are not, and refuses to restore the two items of one.
+    self._reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=_items()))
 
   def _open(self) -> ocp.CheckpointManager:
     # A read-only instance never saves, deletes or moves, so orbax's own read_only mode (which
     # warns three times on every open, as if something were wrong) is not needed: the same
     # manager, opened without creating the directory and keeping every step, writes nothing.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if self._read_only else self._keep, create=not self._read_only,
-        enable_async_checkpointing=False)
-    handlers = {_STATE: ocp.StandardCheckpointHandler(), _CHECKSUMS: ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        preservation_policy=ocp.checkpoint_managers.LatestN(
+            None if self._read_only else self._keep),
+        create=not self._read_only, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(self.directory, options=options, handler_registry=_items())
+
+  def __enter__(self) -> "Checkpoints":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   @property
   def steps(self) -> list[int]:
@@ -196,15 +254,18 @@ class Checkpoints:
     self._manager.wait_until_finished()
 
   def _has_checksums(self, step: int) -> bool:
-    if os.path.isdir(os.path.join(self.directory, str(step), _CHECKSUMS)):
+    path = os.path.join(self.directory, str(step))
+    if os.path.isdir(os.path.join(path, _CHECKSUMS)):
       return True
-    return _CHECKSUMS in (self._manager.metadata(step).item_handlers or {})
+    return _CHECKSUMS in (self._reader.metadata(path).item_handlers or {})
 
-  def _restore(self, step: int, target: Any | None, checked: bool) -> Any:
-    items = {_STATE: ocp.args.StandardRestore(target)}
+  def _restore(self, step: int, checked: bool) -> Any:
+    """The state saved at `step`, as saved (nested dicts and lists), verified if `checked`."""
+    items = {_STATE: ocp.args.StandardRestore()}
     if checked:
       items[_CHECKSUMS] = ocp.args.JsonRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self._reader.restore(os.path.join(self.directory, str(step)),
+                                    args=ocp.args.Composite(**items))
     if checked:
       _verify(step, restored[_STATE], restored[_CHECKSUMS])
     return restored[_STATE]
@@ -212,6 +273,8 @@ class Checkpoints:
   def restore_latest(self, abstract_state: Any) -> Any | None:
     """The newest checkpoint that restores, shaped like `abstract_state`; None if none was saved.
 
+    Each checkpoint is read once, as saved, and then laid out as `abstract_state`
+    (its leaves' shapes, dtypes and shardings; arrays or `jax.ShapeDtypeStruct`s).
     A checkpoint whose data cannot be read, or reads back different from its
     checksums, is reported by its step in one line and moved to
     `checkpoints_damaged/`, and the one before it is tried. If every checkpoint
@@ -225,9 +288,9 @@ class Checkpoints:
     for step in reversed(self.steps):
       try:
         checked = self._has_checksums(step)
-        # Restored as saved first: unreadable or altered bytes mean damage, while a failure of
-        # the restore into this config's shapes alone means the config changed.
-        self._restore(step, None, checked)
+        # Restored as saved: unreadable or altered bytes mean damage, while saved arrays that
+        # do not fit this config's train state mean the config changed.
+        saved = self._restore(step, checked)
       except Exception as error:  # orbax and tensorstore raise many types for unreadable data
         damaged.append(step)
         self._set_aside(step, error)
@@ -235,13 +298,12 @@ class Checkpoints:
       if not checked:
         log.warning("checkpoint at step %d was saved before checkpoints had checksums: restored "
                     "without verifying its arrays", step)
-      try:
-        return self._restore(step, abstract_state, checked)
-      except (ValueError, KeyError) as error:
+      misfits = _misfits(saved, abstract_state)
+      if misfits:
         raise CheckpointMismatchError(
             f"the checkpoint at step {step} in {self.directory} does not fit this config's "
-            f"train state (was the model or optimizer changed?); use a new workdir. "
-            f"Orbax says: {_reason(error)}") from error
+            f"train state (was the model or optimizer changed?): {misfits}. Use a new workdir")
+      return _laid_out(saved, abstract_state)
     if not damaged and not earlier:
       return None
     where = (f"left in {self.directory} (read-only)" if self._read_only
@@ -279,3 +341,4 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+    self._reader.close()

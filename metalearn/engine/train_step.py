@@ -53,6 +53,16 @@ def init_state(experiment: Experiment) -> TrainState:
                     rng=train_key)
 
 
+def abstract_state(experiment: Experiment) -> TrainState:
+  """The train state's shapes, dtypes and placement (on the first device): all a restore needs.
+
+  Traced with `jax.eval_shape`: `init_state` is neither compiled nor run.
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                      jax.eval_shape(lambda: init_state(experiment)))
+
+
 def make_train_step(experiment: Experiment, num_devices: int
                     ) -> Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]:
   """Returns the pmapped function that takes `steps_per_call` training steps.

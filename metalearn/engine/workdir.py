@@ -7,6 +7,7 @@ one exception is the metrics log, appended line by line while training: a kill c
 last line, which `rewind_metrics` drops with a warning (that step is logged again on resume).
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -286,13 +287,40 @@ def record_config_change(directory: str, step: int, changes: list[dict[str, Any]
 
 # The metrics log.
 
-def _metric_lines(path: str) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-  """(text, row) of every logged line, and whether a torn last line was left out."""
+@dataclasses.dataclass(frozen=True)
+class MetricsLog:
+  """A metrics file as read once at a run's start: its whole lines, each as (text, row), and
+  whether a torn last line (cut by a kill) was left out. `lines` is None when there is no file."""
+  path: str
+  lines: tuple[tuple[str, dict[str, Any]], ...] | None
+  torn: bool = False
+
+  @property
+  def rows(self) -> list[dict[str, Any]]:
+    return [row for _, row in self.lines or ()]
+
+  def rewind(self, step: int) -> None:
+    """Rewrites the file without the lines logged after `step`, and without a torn last line:
+    a resumed run logs them again."""
+    if self.lines is None:
+      return
+    if self.torn:
+      log.warning("%s: dropped its last line, cut off mid-write (the run was killed while "
+                  "logging); the resumed run logs that step again", self.path)
+    write_atomically(self.path,
+                     "".join(text + "\n" for text, row in self.lines if row["step"] <= step))
+
+
+def read_metrics_log(path: str) -> MetricsLog:
+  """The logged lines of a metrics file; raises DamagedMetricsError naming any line, other than
+  a torn last one (being written now, or cut by a kill), that does not read."""
+  if not os.path.exists(path):
+    return MetricsLog(path, None)
   with open(path, "rb") as f:
     data = f.read()
-  lines = data.split(b"\n")  # the last piece is empty when the file ends with a newline
+  pieces = data.split(b"\n")  # the last piece is empty when the file ends with a newline
   kept = []
-  for number, raw in enumerate(lines, 1):
+  for number, raw in enumerate(pieces, 1):
     if not raw.strip():
       continue
     try:
@@ -301,29 +329,21 @@ def _metric_lines(path: str) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
       int(row["step"])
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError, ValueError):
       # Each line is written with its newline in one write: a cut one has lost its newline.
-      if number == len(lines):
-        return kept, True
+      if number == len(pieces):
+        return MetricsLog(path, tuple(kept), torn=True)
       raise DamagedMetricsError(
           f"{path} line {number} is damaged ({raw[:60]!r}); it is a finished step's record, so "
           "the run does not discard it: repair or delete that line, then relaunch") from None
     kept.append((text, row))
-  return kept, False
+  return MetricsLog(path, tuple(kept))
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
   """The logged rows of a metrics file, in order, without a torn last line (one being written
   now, or cut by a kill); raises DamagedMetricsError naming any other line that does not read."""
-  if not os.path.exists(path):
-    return []
-  return [row for _, row in _metric_lines(path)[0]]
+  return read_metrics_log(path).rows
 
 
 def rewind_metrics(path: str, step: int) -> None:
   """Drops the lines logged after `step`, and a torn last line: a resumed run logs them again."""
-  if not os.path.exists(path):
-    return
-  lines, torn = _metric_lines(path)
-  if torn:
-    log.warning("%s: dropped its last line, cut off mid-write (the run was killed while "
-                "logging); the resumed run logs that step again", path)
-  write_atomically(path, "".join(text + "\n" for text, row in lines if row["step"] <= step))
+  read_metrics_log(path).rewind(step)
