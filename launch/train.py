@@ -32,6 +32,7 @@ from metalearn.engine.experiment import ConfigError
 from metalearn.engine import metric_writers
 from metalearn.engine.train import DEFAULT_WRITERS, PREEMPTED_EXIT_CODE, train_and_evaluate
 from metalearn.engine.workdir import EVAL_DIR, WorkdirError
+from metalearn.evaluation.scores import Evaluation
 
 _CONFIG = config_flag.define()
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "print the resolved config (after "
@@ -89,19 +90,19 @@ def main(argv):
     jax.distributed.initialize()
   log.info("devices: %s", jax.devices())
   try:
-    errors = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-                                writers=_METRIC_WRITERS.value,
-                                restart_if_damaged=_RESTART_IF_DAMAGED.value)
+    evaluation = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                    allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+                                    writers=_METRIC_WRITERS.value,
+                                    restart_if_damaged=_RESTART_IF_DAMAGED.value)
   except ConfigError as error:
     sys.exit(f"metalearn: bad config: {error}")
   except (WorkdirError, CheckpointMismatchError, DamagedCheckpointsError) as error:
     sys.exit(f"metalearn: {error}")
-  if errors is None:
+  if evaluation is None:
     log.info("stopped by SIGTERM with a checkpoint; exiting with status %d (preempted): "
              "relaunch the same command to resume", PREEMPTED_EXIT_CODE)
     sys.exit(PREEMPTED_EXIT_CODE)
-  for line in _result_lines(errors, _CONFIG.value.task.get("dim")):
+  for line in _result_lines(evaluation, _CONFIG.value.task.get("dim")):
     log.info("%s", line)
   directory = os.path.join(_WORKDIR.value, EVAL_DIR)
   log.info("wrote %s", ", ".join(os.path.join(directory, name)
@@ -115,24 +116,26 @@ def _shown_examples(points: int, dim: int | None) -> list[int]:
   return sorted({k for k in (1, dim // 2, dim, 2 * dim, points - 1) if 1 <= k < points})
 
 
-def _result_lines(errors: dict, dim: int | None) -> list[str]:
-  """The evaluation as a table a person reads: learners down, k (or metrics) across."""
-  width = max(len(name) for name in errors) + 2
-  values = next(iter(errors.values()))
-  if isinstance(values, dict):  # fixed-context learners: a query table, mean ± 95% interval
-    metrics = [metric for metric in values if not metric.endswith("_ci95")]
-    lines = ["query metrics, mean ± 95% interval over the held-out prompts:",
-             " " * width + "".join(f"{metric:>20}" for metric in metrics)]
+def _result_lines(evaluation: Evaluation, dim: int | None) -> list[str]:
+  """The evaluation as tables a person reads: learners down, k (or metrics) across."""
+  lines = []
+  errors, queries = evaluation.errors, evaluation.queries
+  if errors:
+    width = max(len(name) for name in errors) + 2
+    shown = _shown_examples(len(next(iter(errors.values()))), dim)
+    lines += [f"normalised error (1 = predicting zero) after k in-context examples"
+              f"{'' if dim is None else f', d = {dim}'}:",
+              " " * width + "".join(f"{f'k={k}':>8}" for k in shown)]
     for name, row in errors.items():
+      lines.append(f"{name:<{width}}" + "".join(f"{float(row[k]):>8.3f}" for k in shown))
+  if queries:  # after a fixed context: mean ± 95% interval
+    width = max(len(name) for name in queries) + 2
+    metrics = [metric for metric in next(iter(queries.values())) if not metric.endswith("_ci95")]
+    lines += ["query metrics, mean ± 95% interval over the held-out prompts:",
+              " " * width + "".join(f"{metric:>20}" for metric in metrics)]
+    for name, row in queries.items():
       cells = (f"{row[m]:.4g} ± {row[m + '_ci95']:.2g}" for m in metrics)
       lines.append(f"{name:<{width}}" + "".join(f"{cell:>20}" for cell in cells))
-    return lines
-  shown = _shown_examples(len(values), dim)
-  lines = [f"normalised error (1 = predicting zero) after k in-context examples"
-           f"{'' if dim is None else f', d = {dim}'}:",
-           " " * width + "".join(f"{f'k={k}':>8}" for k in shown)]
-  for name, row in errors.items():
-    lines.append(f"{name:<{width}}" + "".join(f"{float(row[k]):>8.3f}" for k in shown))
   return lines
 
 

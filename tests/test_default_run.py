@@ -10,7 +10,7 @@ from metalearn.engine.train import train_and_evaluate
 @pytest.mark.slow
 def test_default_run_learns_linear_regression_in_context(tmp_path):
   config = get_config()
-  errors = train_and_evaluate(config, str(tmp_path / "run"))
+  errors = train_and_evaluate(config, str(tmp_path / "run")).errors
   d = config.task.dim
   past_d = slice(d + 2, None)
   transformer = errors["transformer"]

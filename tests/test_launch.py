@@ -1,5 +1,6 @@
 """The launcher as a user runs it: flags, overrides, bad input, preemption."""
 
+import json
 import os
 import signal
 import subprocess
@@ -118,6 +119,23 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tmp_path):
   assert len(saved) == 1 and 0 < saved[0] < 100000
   assert f"stopping at step {saved[0]} on request" in stderr
   assert not (workdir / "eval").exists()
+
+
+def test_a_finished_run_prints_its_errors_by_number_of_examples(tmp_path):
+  process = _launch(tmp_path / "run", "--config.eval.baselines=('least_squares',)")
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr
+  with open(tmp_path / "run" / "eval" / "errors.json") as f:
+    errors = json.load(f)  # [points] per learner: 7 points, k = 0 to 6
+  assert list(errors) == ["transformer", "least_squares"]
+  lines = [line.split("] ", 1)[-1] for line in stderr.splitlines()]
+  start = lines.index("normalised error (1 = predicting zero) after k in-context examples, d = 3:")
+  assert lines[start + 1].split() == [f"k={k}" for k in range(1, 7)]  # every k past 0: 7 points
+  for name, line in zip(errors, lines[start + 2:start + 4], strict=True):
+    assert line.split() == [name] + [f"{value:.3f}" for value in errors[name][1:]]
+  # Past k = d = 3 noiseless least squares is exact.
+  assert lines[start + 3].split()[3:] == ["0.000"] * 4
+  assert "query metrics" not in stderr
 
 
 @pytest.mark.slow  # trains a MAML run in a launcher process

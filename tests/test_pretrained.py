@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from metalearn.evaluation import evaluate
+from metalearn.evaluation import prompts, scores
 from metalearn import pretrained
 from metalearn.learners import make_baseline, make_learner
 from metalearn.learners.gd_solvers import tune_gd, tune_gd_plus_plus
@@ -39,10 +39,10 @@ HEADLINES = {
 def _transformer_headline(workdir: str) -> dict[str, float]:
   learner, params, config = load_run(workdir)
   task = make_task(dict(config.task))
-  episode = evaluate.held_out_episodes(task, PROMPTS, config.data.points, SEED)
-  errors = evaluate.error_by_shots(
+  episode = prompts.held_out_episodes(task, PROMPTS, config.data.points, SEED)
+  errors = scores.evaluate_learners(
       {"transformer": (learner, params),
-       "least_squares": (make_baseline("least_squares", task), {})}, task, episode, PROMPTS)
+       "least_squares": (make_baseline("least_squares", task), {})}, task, episode, PROMPTS).errors
   return {name: float(curve[2 * task.dim]) for name, curve in errors.items()}
 
 
@@ -52,8 +52,8 @@ def _lsa_headline(workdir: str) -> dict[str, float]:
   learner, params, config = load_run(workdir)
   task = make_task(dict(config.task))
   steps, context = learner.num_layers, learner.context_points
-  episode = evaluate.held_out_episodes(task, PROMPTS, context + 1, SEED)
-  tuning = evaluate.held_out_episodes(task, 2048, context + 16, SEED + 1)
+  episode = prompts.held_out_episodes(task, PROMPTS, context + 1, SEED)
+  tuning = prompts.held_out_episodes(task, 2048, context + 16, SEED + 1)
   gd = tune_gd(tuning, context, steps)
   models = {"trained": (learner, params),
             f"gd_{steps}": (make_learner({"name": "gd", "steps": steps,
@@ -63,17 +63,17 @@ def _lsa_headline(workdir: str) -> dict[str, float]:
     models[f"gd_plus_plus_{steps}"] = (make_learner(
         {"name": "gd_plus_plus", "steps": steps, "step_size": plus.step_size,
          "gamma": plus.gamma}), {})
-  return {name: float(evaluate.query_metrics(model, model_params, task, episode, context,
-                                             PROMPTS)["loss"].mean() / 2)
+  return {name: float(scores.query_metrics(model, model_params, task, episode, context,
+                                           PROMPTS)["loss"].mean() / 2)
           for name, (model, model_params) in models.items()}
 
 
 def _maml_headline(workdir: str) -> dict[str, float]:
   learner, params, config = load_run(workdir)
   task = make_task(dict(config.task))
-  episode = evaluate.held_out_episodes(task, PROMPTS, config.data.points, SEED)
-  return {name: float(evaluate.query_metrics(variant, params, task, episode,
-                                             learner.context_points, PROMPTS)["loss"].mean())
+  episode = prompts.held_out_episodes(task, PROMPTS, config.data.points, SEED)
+  return {name: float(scores.query_metrics(variant, params, task, episode,
+                                           learner.context_points, PROMPTS)["loss"].mean())
           for name, variant in learner.evaluation_variants(config.model.name).items()
           if name in HEADLINES["sinusoid_maml"]}
 

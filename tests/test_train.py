@@ -6,10 +6,13 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
+from metalearn.engine import train as train_module, train_step as train_step_module
 from metalearn.engine.checkpoints import CheckpointMismatchError
-from metalearn.engine.experiment import ConfigError, build_experiment
+from metalearn.engine.experiment import ConfigError
+from metalearn.engine.runs import build_experiment
 from metalearn.engine.runs import load_run
 from metalearn.engine.train import train_and_evaluate
 from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
@@ -44,12 +47,13 @@ def test_one_and_two_devices_give_the_same_parameters(smoke_config):
 
 def test_resumed_run_equals_uninterrupted_run_bit_for_bit(smoke_config, tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  errors = train_and_evaluate(smoke_config, straight)
+  errors = train_and_evaluate(smoke_config, straight).errors
   assert train_and_evaluate(smoke_config, resumed, should_stop=lambda step: step >= 10) is None
   assert _losses(resumed)[-1][0] == 10
-  resumed_errors = train_and_evaluate(smoke_config, resumed)
+  resumed_errors = train_and_evaluate(smoke_config, resumed).errors
   assert _losses(resumed) == _losses(straight)
   _assert_trees_equal(load_run(straight)[1], load_run(resumed)[1])
+  assert list(errors) == ["transformer", "least_squares", "averaging", "knn"]
   for name in errors:
     np.testing.assert_array_equal(errors[name], resumed_errors[name])
   for name in ("errors.csv", "errors.json", "errors.png"):
@@ -58,16 +62,25 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(smoke_config, tmp_path
 
 def test_load_run_gives_learner_params_and_config(smoke_config, tmp_path):
   workdir = str(tmp_path / "run")
-  errors = train_and_evaluate(smoke_config, workdir)
+  evaluation = train_and_evaluate(smoke_config, workdir)
   learner, params, config = load_run(workdir)
   assert config.model.name == "transformer" and config.task.dim == smoke_config.task.dim
-  from metalearn.evaluation import evaluate
-  experiment = build_experiment(config)
-  episode = evaluate.held_out_episodes(experiment.task, config.eval.num_prompts,
-                                       config.data.points, config.eval.seed)
-  again = evaluate.error_by_shots({"transformer": (learner, params)}, experiment.task, episode,
-                                  config.eval.batch_size)
-  np.testing.assert_allclose(again["transformer"], errors["transformer"], rtol=1e-6)
+  assert evaluation.queries == {}  # a prefix learner on a task without a support set
+  # The evaluation against numpy on the same held-out prompts: the loaded learner's predictions
+  # in one pass (the evaluation chunks them), and least squares on every prefix by pinv.
+  episode = build_experiment(config).eval_task.sample(
+      jax.random.PRNGKey(config.eval.seed), config.eval.num_prompts, config.data.points)
+  x, y = np.asarray(episode.x, np.float64), np.asarray(episode.y, np.float64)
+  least_squares = np.stack([np.einsum("bd,bdo->bo", x[:, k], np.linalg.pinv(x[:, :k]) @ y[:, :k])
+                            for k in range(x.shape[1])], axis=1)
+  zero = np.asarray(episode.zero_loss, np.float64)[:, None]
+  for name, y_hat in (("transformer", np.asarray(learner.predict(params, episode), np.float64)),
+                      ("least_squares", least_squares)):
+    expected = (np.sum(np.square(y_hat - y), axis=-1) / zero).mean(axis=0)   # [points]
+    np.testing.assert_allclose(evaluation.errors[name], expected, rtol=2e-4, atol=1e-6)
+  with open(os.path.join(workdir, "eval", "errors.json")) as f:
+    assert json.load(f) == {name: [float(v) for v in values]
+                            for name, values in evaluation.errors.items()}
   with pytest.raises(FileNotFoundError, match="not a metalearn run"):
     load_run(str(tmp_path / "nothing"))
 
@@ -109,6 +122,94 @@ def test_checkpoint_of_another_config_is_refused_and_kept(smoke_config, tmp_path
   with pytest.raises(CheckpointMismatchError, match="checkpoint at step 10 .* does not fit"):
     train_and_evaluate(smoke_config, workdir, allow_config_change=True)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]
+
+
+class _Watched:
+  """One metric of a host call: records, by the call's index, when the loop waits for it or
+  reads it on the host."""
+
+  def __init__(self, array, call, events):
+    self._array, self._call, self._events = array, call, events
+
+  def __getitem__(self, index):
+    return _Watched(self._array[index], self._call, self._events)
+
+  def is_ready(self):
+    return self._array.is_ready()
+
+  def block_until_ready(self):
+    self._events.append(("wait", self._call))
+    self._array.block_until_ready()
+    return self
+
+  def __array__(self, dtype=None, copy=None):
+    self._events.append(("read", self._call))
+    return np.asarray(self._array, dtype)
+
+
+def test_a_log_step_is_read_only_after_the_next_call_is_dispatched(smoke_config, tmp_path,
+                                                                    monkeypatch):
+  events, outputs = [], []
+
+  def watched_train_step(experiment, num_devices):
+    step = make_train_step(experiment, num_devices)
+
+    def call(state):
+      events.append(("dispatch", len(outputs)))
+      state, metrics = step(state)
+      outputs.append(metrics)
+      return state, {name: _Watched(v, len(outputs) - 1, events) for name, v in metrics.items()}
+    return call
+
+  # One device, whose calls are dispatched ahead (several CPU devices wait for each call).
+  monkeypatch.setattr(jax, "local_device_count", lambda: 1)
+  monkeypatch.setattr(train_module, "make_train_step", watched_train_step)
+  smoke_config.train.update(num_steps=20, steps_per_call=5, log_every=5, checkpoint_every=20)
+  workdir = str(tmp_path / "run")
+  _, finished = train_module.train(build_experiment(smoke_config), workdir, writer_names=())
+  assert finished and len(outputs) == 4
+  # How many calls had been dispatched when each call's metrics were first read on the host.
+  dispatched, first_read = 0, {}
+  for kind, call in events:
+    dispatched += kind == "dispatch"
+    if kind == "read":
+      first_read.setdefault(call, dispatched)
+  # The rows at steps 5, 10 and 15 are read once the next call is queued behind them; step 20
+  # ends the run, whose checkpoint needs that call's state anyway.
+  assert first_read == {0: 2, 1: 3, 2: 4, 3: 4}
+  assert events[:2] == [("dispatch", 0), ("wait", 0)]  # the first, compiling call is timed
+  # Each row is the mean of its call's per-step losses, as the device returned them.
+  expected = [(5 * (k + 1), float(np.mean(np.asarray(metrics["loss"])[0])))
+              for k, metrics in enumerate(outputs)]
+  assert _losses(workdir) == expected
+
+
+def test_a_resume_runs_no_init_and_reads_its_checkpoint_once(smoke_config, tmp_path,
+                                                             monkeypatch):
+  inits, reads = [], []
+  real_init, real_restore = train_step_module.init_state, ocp.CompositeCheckpointHandler.restore
+
+  def counted_init(experiment):
+    state = real_init(experiment)
+    inits.append("traced" if isinstance(state.step, jax.core.Tracer) else "run")
+    return state
+
+  def counted_restore(handler, directory, *args, **kwargs):  # every orbax read of a step
+    reads.append(int(os.path.basename(directory)))
+    return real_restore(handler, directory, *args, **kwargs)
+
+  for module in (train_module, train_step_module):
+    monkeypatch.setattr(module, "init_state", counted_init)
+  monkeypatch.setattr(ocp.CompositeCheckpointHandler, "restore", counted_restore)
+  workdir = str(tmp_path / "run")
+  assert train_and_evaluate(smoke_config, workdir, should_stop=lambda step: step == 10) is None
+  assert inits.count("run") == 1 and reads == []  # a fresh start compiles and runs the init
+  inits.clear()
+  # A relaunch under a changed config, which records the step the change takes effect at.
+  smoke_config.train.learning_rate *= 2
+  train_and_evaluate(smoke_config, workdir, allow_config_change=True)
+  assert reads == [10]
+  assert inits and set(inits) == {"traced"}  # the restore target: traced, neither compiled nor run
 
 
 @pytest.mark.parametrize("section, field, value, message", [

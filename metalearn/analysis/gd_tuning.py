@@ -16,34 +16,29 @@ The tuning uses its own held-out tasks (eval seed + 1), never the scored ones. L
 error, twice as large.
 """
 
-import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from metalearn.evaluation import evaluate
 from metalearn.analysis import similarity
-from metalearn.core.episode import Episode
-from metalearn.learners import LEARNERS, Learner
-from metalearn.learners.gd_layers import GDLayers
+from metalearn.core import losses
+from metalearn.evaluation import prompts
+from metalearn.evaluation.intervals import mean_and_interval
+from metalearn.evaluation.scores import query_predictions
+from metalearn.learners import LEARNERS
+from metalearn.learners.capabilities import LinearAttentionLayers
 from metalearn.learners.gd_solvers import tune_gd, tune_gd_plus_plus
 from metalearn.engine.runs import load_run
 from metalearn.tasks import make_task
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _query_predictions(learner: Learner, params: Any, episode: Episode) -> jax.Array:
-  return learner.predict(params, episode)[:, -1]
 
 
 _compare = jax.jit(similarity.compare, static_argnums=(0, 2, 5))
 
 
 def _mean_and_stderr(values: np.ndarray) -> dict[str, float]:
-  return {"mean": float(np.mean(values)),
-          "stderr": float(np.std(values, ddof=1) / np.sqrt(len(values)))}
+  mean, stderr = mean_and_interval(values, z=1.0)
+  return {"mean": mean, "stderr": stderr}
 
 
 def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int = 16_384,
@@ -54,14 +49,15 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
   `tune_queries` queries after its context, tune the solvers.
   """
   learner, params, config = load_run(workdir)
-  if not isinstance(learner, GDLayers):
+  if not isinstance(learner, LinearAttentionLayers):
     raise ValueError(f"{workdir!r} is a {config.model.name!r} run; the report compares "
                      "gd_layers networks")
+  layout = learner.attention_layout()
   task = make_task(dict(config.task))
-  steps = learner.num_layers
+  steps = layout.depth
   context = (learner.context_points if learner.context_points is not None
              else config.data.points - 1)
-  episode = evaluate.held_out_episodes(task, num_prompts, context + 1, config.eval.seed)
+  episode = prompts.held_out_episodes(task, num_prompts, context + 1, config.eval.seed)
   tuning = task.sample(jax.random.PRNGKey(config.eval.seed + 1), tune_prompts,
                        context + tune_queries)
 
@@ -70,7 +66,7 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
             f"gd_{steps}": (LEARNERS.build({"name": "gd", "steps": steps,
                                             "step_size": gd.step_size}), {})}
   report = {"workdir": workdir, "dim": task.dim, "context_points": context,
-            "num_layers": steps, "recurrent": learner.recurrent, "num_prompts": num_prompts,
+            "num_layers": steps, "recurrent": layout.weight_tied, "num_prompts": num_prompts,
             "tune_prompts": tune_prompts, "x_distribution": config.task.x_distribution,
             "tuned": {f"gd_{steps}": {"step_size": gd.step_size, "half_mse": gd.loss / 2}}}
   if steps > 1:
@@ -80,10 +76,10 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
          "gamma": plus.gamma}), {})
     report["tuned"][f"gd_plus_plus_{steps}"] = {"step_size": plus.step_size, "gamma": plus.gamma,
                                                 "half_mse": plus.loss / 2}
-  if not (learner.layer_norm or learner.mlp or learner.softmax):
+  if not layout.nonlinear_options:
     implied = learner.implied_gd_plus_plus(params, task.dim)
     report["implied"] = implied
-    if (learner.recurrent or steps == 1) and implied[0]["eta"] > 0 and implied[0]["gamma"] >= 0:
+    if (layout.weight_tied or steps == 1) and implied[0]["eta"] > 0 and implied[0]["gamma"] >= 0:
       models["gd_plus_plus_implied"] = (LEARNERS.build(
           {"name": "gd_plus_plus", "steps": steps, "step_size": implied[0]["eta"],
            "gamma": implied[0]["gamma"]}), {})
@@ -91,17 +87,16 @@ def gd_layers_report(workdir: str, num_prompts: int = 10_000, tune_prompts: int 
 
   half_mse = {}
   for name, (model, model_params) in models.items():
-    errors = [np.asarray(jnp.sum(jnp.square(_query_predictions(model, model_params, chunk)
-                                            - chunk.y[:, -1]), axis=-1))
-              for chunk in evaluate.chunks(episode, batch_size)]
-    half_mse[name] = _mean_and_stderr(np.concatenate(errors) / 2)
+    y_hat = query_predictions(model, model_params, episode, context, batch_size)  # [B, 1, out]
+    squared = np.asarray(losses.squared_error(y_hat, episode.y[:, context:]))[:, 0]
+    half_mse[name] = _mean_and_stderr(squared / 2)
   half_mse["zero"] = _mean_and_stderr(np.sum(np.square(np.asarray(episode.y[:, -1])), -1) / 2)
   report["half_mse"] = half_mse
 
   report["similarity"] = {}
   for name in [n for n in models if n.startswith("gd_")]:
     parts = [_compare(learner, params, models[name][0], {}, chunk, context)
-             for chunk in evaluate.chunks(episode, batch_size)]
+             for chunk in prompts.chunks(episode, batch_size)]
     report["similarity"][name] = {
         key: float(np.mean(np.concatenate([np.asarray(p[key]) for p in parts])))
         for key in parts[0]}

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metalearn.core.episode import Episode
-from metalearn.evaluation.evaluate import chunks
+from metalearn.evaluation.prompts import chunks
+from metalearn.evaluation.shots import check_predicts_at
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily
@@ -77,10 +78,8 @@ def implicit_weights(learner: Learner, params: Params, task: TaskFamily, episode
   chunks of `batch_size`.
   """
   check_probes(shots, num_probes, episode.num_points, episode.dim)
-  if learner.context_points not in (None, shots):
-    raise ValueError(f"the learner adapts on {learner.context_points} context points; its "
-                     f"implicit weights exist at {learner.context_points} examples only, "
-                     f"asked for {shots}")
+  check_predicts_at(learner, shots, "its implicit weights exist at {context} examples only, "
+                    "asked for {shots}")
   probe_x = probe_inputs(task, episode.batch_size, num_probes, seed)
   parts = [_implicit_weights(learner, shots, params, chunk, probe_x[start:start + batch_size])
            for start, chunk in zip(range(0, episode.batch_size, batch_size),

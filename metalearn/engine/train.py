@@ -13,15 +13,17 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from metalearn.evaluation import evaluate, plots
+from metalearn.evaluation import plots, prompts, shots, tables
+from metalearn.evaluation.scores import Evaluation, evaluate_learners
 from metalearn.engine import log_window, metric_writers, progress
-from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError
-from metalearn.engine.experiment import ConfigError, Experiment, build_experiment, check_devices
+from metalearn.engine.checkpoints import Checkpoints
+from metalearn.engine.experiment import ConfigError, Experiment, check_devices
 from metalearn.learners import make_baseline
-from metalearn.engine.runs import resume_step
+from metalearn.engine.resume import Resumption, resume
+from metalearn.engine.runs import build_experiment
 from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
-from metalearn.engine.workdir import (EVAL_DIR, METRICS_FILE, WorkdirLock, check_config, read_metrics,
-                               record_config_change, rewind_metrics, save_config)
+from metalearn.engine.workdir import (EVAL_DIR, WorkdirLock, check_config, record_config_change,
+                                      save_config)
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,6 @@ log = logging.getLogger(__name__)
 # preempted run (75) from a finished one (0) and a failed one (1).
 PREEMPTED_EXIT_CODE = 75
 DEFAULT_WRITERS = ("tensorboard",)  # beside metrics.jsonl; see metric_writers.WRITERS
-_RESTART_ADVICE = (
-    "Refusing to start over from step 0 and overwrite the run's metrics: to train from scratch in "
-    "this workdir anyway, pass restart_if_damaged=True (launch/train.py --restart_if_damaged), or "
-    "use a new workdir")
 
 
 class _Preemption:
@@ -55,46 +53,43 @@ class _Preemption:
 
 def train(experiment: Experiment, workdir: str,
           should_stop: Callable[[int], bool] | None = None,
-          writer_names: Sequence[str] = DEFAULT_WRITERS, restart_if_damaged: bool = False
-          ) -> tuple[Any, bool]:
+          writer_names: Sequence[str] = DEFAULT_WRITERS, restart_if_damaged: bool = False,
+          start: Resumption | None = None) -> tuple[Any, bool]:
   """Trains (or resumes) to `train.num_steps`; returns (final params, finished).
 
   `should_stop(step)`, called between host calls, ends the run early with a
   checkpoint, as SIGTERM does; `finished` is False then. Rows of metrics go to
   metrics.jsonl and to the writers named in `writer_names` (metric_writers.WRITERS).
 
-  Damaged checkpoints are set aside and the newest good one is resumed; if every one is
-  damaged, raises DamagedCheckpointsError before anything runs or is rewritten, unless
-  `restart_if_damaged`: then the run starts over from step 0.
+  `start`: the run's starting point as `resume.resume` read it (train_and_evaluate reads it
+  first); None: read here. Damaged checkpoints are set aside and the newest good one is
+  resumed; if every one is damaged, raises DamagedCheckpointsError before anything runs or is
+  rewritten, unless `restart_if_damaged`: then the run starts over from step 0.
   """
   train_cfg = experiment.train
   num_devices = jax.local_device_count()
   check_devices(train_cfg, num_devices)
-  checkpoints = Checkpoints(workdir, keep=train_cfg.keep_checkpoints)
-  state = init_state(experiment)
-  try:
-    restored = checkpoints.restore_latest(state)
-  except DamagedCheckpointsError as error:
-    if not restart_if_damaged:
-      checkpoints.close()
-      raise DamagedCheckpointsError(error.summary, _RESTART_ADVICE) from None
-    log.warning("%s; starting over from step 0 (restart_if_damaged)", error.summary)
-    restored = None
-  if restored is not None:
-    state = restored
-    log.info("resuming from the checkpoint at step %d", int(state.step))
-  step = int(state.step)
-  last_saved = step if restored is not None else None
-  metrics_path = os.path.join(workdir, METRICS_FILE)
-  rewind_metrics(metrics_path, step)
+  if start is None:
+    start = resume(experiment, workdir, restart_if_damaged)
+  # Only a fresh start compiles and runs the init; a resume has its state from the checkpoint.
+  state = init_state(experiment) if start.state is None else start.state
+  step = start.step
+  last_saved = None if start.state is None else step
+  start.metrics.rewind(step)
 
   train_step = make_train_step(experiment, num_devices)
   replicated = replicate(state, num_devices)
   window = log_window.resume_window(workdir, step, train_cfg.log_every)
-  pending, window_start, window_step, compiled = [], time.perf_counter(), step, False
+  # `pending`: the host calls whose metrics are not read yet, each with the time it was seen
+  # done (None: not yet); `row_due`: a log step whose row is written once the next call is
+  # dispatched, so that the host never waits at a log step for the call it has just dispatched.
+  pending, row_due, compiled = [], None, False
+  checkpoints = Checkpoints(workdir, keep=train_cfg.keep_checkpoints)
   writers = []
   try:
-    writers = metric_writers.open_writers(workdir, metrics_path, writer_names, resume_step=step)
+    writers = metric_writers.open_writers(workdir, start.metrics.path, writer_names,
+                                          resume_step=step)
+    rows = _Rows(writers, train_cfg.num_steps)
     with _Preemption() as preemption, \
         progress.progress_bar(train_cfg.num_steps, step) as bar:
       while step < train_cfg.num_steps:
@@ -104,40 +99,34 @@ def train(experiment: Experiment, workdir: str,
           jax.block_until_ready(metrics)
           compiled = True
           log.info("compiled and ran the first %d steps in %.1fs", train_cfg.steps_per_call,
-                   time.perf_counter() - window_start)
-          window_start = time.perf_counter()
-          window_step = step + train_cfg.steps_per_call
+                   rows.start_clock(step + train_cfg.steps_per_call))
         step += train_cfg.steps_per_call
         bar.update(train_cfg.steps_per_call)
-        pending.append(metrics)
+        if row_due is not None:
+          done_at = _read(pending, window, last_saved)
+          window, row_due = rows.write(row_due, window, done_at), None
+        # A call that returns done (the first, or any on several CPU devices, which wait for
+        # each call) is timed now, not when it is read after the next one.
+        pending.append((metrics, time.perf_counter()
+                        if jax.tree.leaves(metrics)[0].is_ready() else None))
         stopping = preemption.requested or (should_stop is not None and should_stop(step))
         # Rows follow the step count: a stop or a checkpoint between two of them writes no
         # row; its steps so far are saved with the checkpoint and go into the next row.
         at_log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
         at_save = step % train_cfg.checkpoint_every == 0 or step == train_cfg.num_steps
-        if at_log or at_save or stopping:
-          for m in pending:
-            window.add({name: np.asarray(v[0]) for name, v in m.items()})
-          pending = []
-          window.check_finite(last_saved)
+        if not (at_save or stopping):
+          row_due = step if at_log else None
+          continue
+        # A checkpoint needs the state, so here the host waits for the call; every step's
+        # loss is checked before the params are saved.
+        done_at = _read(pending, window, last_saved)
         if at_log:
-          summary = window.means()
-          window = log_window.LogWindow(step + 1)
-          now = time.perf_counter()
-          rate = (step - window_step) / (now - window_start) if step > window_step else None
-          window_start, window_step = now, step
-          for writer in writers:
-            writer.write(step, {**summary, "steps_per_sec": rate})
-          speed = (f"  {rate:.1f} steps/s  {(train_cfg.num_steps - step) / rate:.0f}s left"
-                   if rate else "")
-          log.info("step %d/%d  loss %.4g  normalised loss (mean over positions) %.4g%s", step,
-                   train_cfg.num_steps, summary["loss"], summary["normalised_loss"], speed)
-        if at_save or stopping:
-          if window.num_steps:
-            window.save(workdir, step)  # before the checkpoint that needs it
-          checkpoints.save(step, unreplicate(replicated))
-          last_saved = step
-          log_window.prune_windows(workdir, checkpoints.steps)
+          window = rows.write(step, window, done_at)
+        if window.num_steps:
+          window.save(workdir, step)  # before the checkpoint that needs it
+        checkpoints.save(step, unreplicate(replicated))
+        last_saved = step
+        log_window.prune_windows(workdir, checkpoints.steps)
         if stopping:
           log.info("stopping at step %d on request; the checkpoint is saved", step)
           break
@@ -147,7 +136,53 @@ def train(experiment: Experiment, workdir: str,
   return unreplicate(replicated).params, step >= train_cfg.num_steps
 
 
-def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str, Any]:
+def _read(pending: list[tuple[dict[str, jax.Array], float | None]],
+          window: log_window.LogWindow, last_saved: int | None) -> float:
+  """Moves the pending calls' metrics into `window` (waiting for them) and stops on a NaN;
+  returns the time the last of them was seen done."""
+  for metrics, _ in pending:
+    window.add({name: np.asarray(values[0]) for name, values in metrics.items()})
+  done_at = pending[-1][1]
+  if done_at is None:  # not seen done when it was dispatched; done now that it has been read
+    done_at = time.perf_counter()
+  pending.clear()
+  window.check_finite(last_saved)
+  return done_at
+
+
+class _Rows:
+  """Writes a logging window's row to every writer, with the steps per second since the last
+  row (timed from the end of the first, compiling, call)."""
+
+  def __init__(self, writers: Sequence[Any], num_steps: int):
+    self._writers, self._num_steps = writers, num_steps
+    self._clock, self._clock_step = time.perf_counter(), 0
+
+  def start_clock(self, step: int) -> float:
+    """Times the rate from now, the end of the first call, at `step`; returns the seconds that
+    call took, its compile included."""
+    now = time.perf_counter()
+    elapsed, self._clock, self._clock_step = now - self._clock, now, step
+    return elapsed
+
+  def write(self, step: int, window: log_window.LogWindow, done_at: float
+            ) -> log_window.LogWindow:
+    """Writes the row of `window`, whose last step's call was seen done at `done_at`; returns
+    the next, empty window."""
+    summary = window.means()
+    rate = ((step - self._clock_step) / (done_at - self._clock) if step > self._clock_step
+            else None)
+    self._clock, self._clock_step = done_at, step
+    for writer in self._writers:
+      writer.write(step, {**summary, "steps_per_sec": rate})
+    speed = (f"  {rate:.1f} steps/s  {(self._num_steps - step) / rate:.0f}s left"
+             if rate else "")
+    log.info("step %d/%d  loss %.4g  normalised loss (mean over positions) %.4g%s", step,
+             self._num_steps, summary["loss"], summary["normalised_loss"], speed)
+    return log_window.LogWindow(step + 1)
+
+
+def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> Evaluation:
   """Scores the learner and its baselines on the same held-out prompts; writes CSV/JSON/PNG.
 
   A prefix learner is scored by normalised error against the number of examples (one
@@ -158,34 +193,33 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> dict[str,
   """
   cfg = experiment.eval
   task = experiment.eval_task
-  episode = evaluate.held_out_episodes(task, cfg.num_prompts, experiment.points, cfg.seed)
+  episode = prompts.held_out_episodes(task, cfg.num_prompts, experiment.points, cfg.seed)
   learners = {name: (learner, params) for name, learner in
               experiment.learner.evaluation_variants(experiment.learner_name).items()}
   learners.update({name: (make_baseline(name, task), {}) for name in cfg.baselines})
   directory = os.path.join(workdir, EVAL_DIR)
   title = f"{type(task).__name__}, d = {task.dim}"
-  context = experiment.learner.context_points or task.context_points
+  context = shots.run_context(experiment.learner, task)
+  evaluation = evaluate_learners(learners, task, episode, cfg.batch_size,
+                                 by_shots=context is None,
+                                 contexts=() if context is None else (context,))
   if context is not None:
-    metrics = {name: evaluate.query_metrics(learner, p, task, episode, context,
-                                            cfg.batch_size)
-               for name, (learner, p) in learners.items()}
-    table = evaluate.summarise_queries(metrics)
-    evaluate.write_query_table(table, directory)
-    plots.plot_query_errors(table, "loss", os.path.join(directory, "query_errors.png"),
+    tables.write_query_table(evaluation.queries, directory)
+    plots.plot_query_errors(evaluation.queries, "loss",
+                            os.path.join(directory, "query_errors.png"),
                             title=f"{title}, {context} context points")
-    return table
-  errors = evaluate.error_by_shots(learners, task, episode, cfg.batch_size)
-  evaluate.write_error_table(errors, directory)
-  plots.plot_error_by_shots(errors, os.path.join(directory, "errors.png"), dim=task.dim,
-                            title=title)
-  return errors
+  else:
+    tables.write_error_table(evaluation.errors, directory)
+    plots.plot_error_by_shots(evaluation.errors, os.path.join(directory, "errors.png"),
+                              dim=task.dim, title=title)
+  return evaluation
 
 
 def train_and_evaluate(config: Mapping[str, Any], workdir: str,
                        should_stop: Callable[[int], bool] | None = None,
                        allow_config_change: bool = False,
                        writers: Sequence[str] = DEFAULT_WRITERS,
-                       restart_if_damaged: bool = False) -> dict[str, Any] | None:
+                       restart_if_damaged: bool = False) -> Evaluation | None:
   """Checks the config, trains or resumes in `workdir`, then evaluates.
 
   Everything is checked before anything is written: the config (ConfigError), the batch
@@ -203,8 +237,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
   A run whose checkpoints are all damaged raises DamagedCheckpointsError (naming the steps and
   where they were moved) instead of starting over, unless `restart_if_damaged`.
 
-  Returns what `evaluate_run` returns, or None if
-  the run stopped early (SIGTERM or `should_stop`) and is left to be resumed.
+  Returns the run's `Evaluation` (`evaluate_run`; its `errors` by number of examples or its
+  `queries` table, the same type for every learner), or None if the run stopped early (SIGTERM
+  or `should_stop`) and is left to be resumed.
   """
   experiment = build_experiment(config)
   metric_writers.check_writers(writers)
@@ -214,18 +249,14 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
     raise ConfigError(str(error)) from error
   with WorkdirLock(workdir, process=jax.process_index()):
     changes = check_config(workdir, config, allow_config_change)
-    read_metrics(os.path.join(workdir, METRICS_FILE))  # raises for a damaged line
+    # Read once, before the run's files are written: a damaged metrics line, checkpoints that
+    # are all damaged, or one that does not fit a changed config stop the launch here.
+    start = resume(experiment, workdir, restart_if_damaged)
     if changes is None:
       save_config(workdir, config)
     elif changes:
-      try:
-        step = resume_step(workdir, experiment)
-      except DamagedCheckpointsError as error:
-        if not restart_if_damaged:
-          raise DamagedCheckpointsError(error.summary, _RESTART_ADVICE) from None
-        step = 0  # train() sets the damaged ones aside and starts over
-      record_config_change(workdir, step, changes)
-    params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged)
+      record_config_change(workdir, start.step, changes)
+    params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged, start)
     if not finished:
       return None
     return evaluate_run(experiment, params, workdir)
