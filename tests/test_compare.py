@@ -1,19 +1,23 @@
-"""The comparison report end to end on smoke runs: known answers, refusals, the launcher."""
+"""The comparison report end to end on smoke runs: its tables against numpy references,
+refusals, the launcher (inner-loop runs: test_compare_inner_loop.py)."""
 
+import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from configs.gd_layers import get_config as gd_config
 from configs.linear_regression import get_config as transformer_config
-from metalearn.comparison import CompareSettings, compare, headline, parse_runs
+from metalearn.comparison import CompareSettings, compare, parse_runs
+from metalearn.engine.runs import load_run
 from metalearn.engine.train import train_and_evaluate
+from metalearn.tasks import make_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(num_prompts=64, batch_size=32, bootstrap_resamples=200, probe_mlp_steps=20,
@@ -46,6 +50,39 @@ def full_report(runs, tmp_path_factory):
   return results, directory
 
 
+# The full report's held-out prompts: its seed (0) and prompt count, and the fewest points any
+# of its runs trained on (the GD-layer runs' 6).
+POINTS = 6
+
+
+def _held_out_prompts():
+  """x [B, P, d], y [B, P, 1], zero_loss [B], w [B, d, 1] of the report's prompts, float64."""
+  task = make_task(dict(transformer_config("smoke").task))
+  episode = task.sample(jax.random.PRNGKey(0), SMALL["num_prompts"], POINTS)
+  return tuple(np.asarray(a, np.float64) for a in (episode.x, episode.y, episode.zero_loss,
+                                                   episode.info["w"]))
+
+
+def _baseline_weights(x, y):
+  """ŵ [B, P, d] after the pairs before each position (0 before any): minimum-norm least
+  squares X⁺y, and averaging Xᵀy/k (Garg et al. 2022)."""
+  least_squares, averaging = np.zeros(x.shape), np.zeros(x.shape)
+  for b in range(x.shape[0]):
+    for k in range(1, x.shape[1]):
+      least_squares[b, k] = np.linalg.pinv(x[b, :k]) @ y[b, :k, 0]
+      averaging[b, k] = x[b, :k].T @ y[b, :k, 0] / k
+  return least_squares, averaging
+
+
+def _read(directory, name):
+  """(the CSV's header, its rows as {column: cell}, the JSON) of one table of the report."""
+  with open(os.path.join(directory, f"{name}.csv"), newline="") as f:
+    header, *rows = list(csv.reader(f))
+  with open(os.path.join(directory, f"{name}.json")) as f:
+    data = json.load(f)
+  return header, [dict(zip(header, row)) for row in rows], data
+
+
 def test_report_holds_every_analysis_and_a_summary_embedding_its_figures(full_report):
   results, directory = full_report
   assert list(results) == ["errors", "predictions", "implicit_weights", "sensitivity", "shifts",
@@ -60,6 +97,52 @@ def test_report_holds_every_analysis_and_a_summary_embedding_its_figures(full_re
     assert figure in files and f"]({figure})" in summary
   with open(os.path.join(directory, "errors.json")) as f:
     assert set(json.load(f)) == {"tf", "tf_again", "gd1", "gd2", "least_squares", "averaging"}
+
+
+def test_the_tables_written_hold_what_numpy_computes_for_the_baselines(full_report):
+  """Least squares and averaging have closed forms: their errors, prediction difference,
+  implicit weights and sensitivities (both predict x_qᵀŵ, so ∂ŷ/∂x_q = ŵ) in the files
+  written are recomputed here in float64 from the held-out prompts alone."""
+  _, directory = full_report
+  x, y, zero_loss, w = _held_out_prompts()
+  weights = dict(zip(("least_squares", "averaging"), _baseline_weights(x, y)))
+  predicted = {name: np.einsum("bpd,bpd->bp", x, w_hat) for name, w_hat in weights.items()}
+
+  _, rows, _ = _read(directory, "errors")
+  assert [int(row["examples"]) for row in rows] == list(range(POINTS))
+  for name, y_hat in predicted.items():
+    expected = np.mean(np.square(y_hat - y[..., 0]) / zero_loss[:, None], axis=0)
+    np.testing.assert_allclose([float(row[name]) for row in rows], expected, rtol=1e-4,
+                               atol=1e-5, err_msg=name)
+
+  _, rows, _ = _read(directory, "prediction_difference")
+  np.testing.assert_allclose(
+      [float(row["least_squares vs averaging"]) for row in rows],
+      np.mean(np.square(predicted["least_squares"] - predicted["averaging"]), axis=0),
+      rtol=1e-4, atol=1e-6)
+
+  shots = (1, 3, 5)  # d/2, d, and 2d cut to the prompt, which is also the GD runs' context
+  _, _, tables = _read(directory, "implicit_weights")
+  for k in shots:
+    for name, w_hat in weights.items():
+      expected = np.mean(np.sum(np.square(w_hat[:, k] - w[..., 0]), axis=-1))
+      assert tables["to_true_weights"][name][str(k)] == pytest.approx(expected, rel=1e-3,
+                                                                       abs=1e-6), (name, k)
+    apart = np.mean(np.sum(np.square(weights["least_squares"][:, k]
+                                     - weights["averaging"][:, k]), axis=-1))
+    assert tables["difference"]["least_squares vs averaging"][str(k)] == pytest.approx(
+        apart, rel=1e-3), k
+
+  _, _, tables = _read(directory, "sensitivity")
+  for k in shots:
+    a, b = weights["least_squares"][:, k], weights["averaging"][:, k]
+    cosine = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    pair = tables["cosine"]["least_squares vs averaging"]
+    assert pair[str(k)] == pytest.approx(np.mean(cosine), abs=1e-5), k
+    assert tables["l2"]["least_squares vs averaging"][str(k)] == pytest.approx(
+        np.mean(np.linalg.norm(a - b, axis=-1)), rel=1e-4), k
+  # One example: least squares is x₁y₁/‖x₁‖², averaging x₁y₁, the same direction.
+  assert tables["cosine"]["least_squares vs averaging"]["1"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_learner_against_itself_differs_by_nothing(full_report):
@@ -93,14 +176,112 @@ def test_fixed_context_learners_are_compared_at_their_context_only(full_report):
   assert list(results["sensitivity"]["cosine"]["gd1 vs gd2"]) == [5]
 
 
-def test_interpolation_endpoints_and_icl_control_are_reported(full_report):
-  results, _ = full_report
-  path = results["interpolation"]["gd1 vs gd2"]
-  np.testing.assert_allclose(path["aligned"][[0, -1]], path["endpoints"], rtol=1e-4)
-  icl = results["icl_vs_finetune"]
+def _products(layer):
+  """(M = W_Kᵀ W_Q, V = P W_V), each [heads, e, e], of one GD-layer attention layer's weights."""
+  layer = {name: np.asarray(a, np.float64) for name, a in layer.items()}
+  return (np.swapaxes(layer["key"], 1, 2) @ layer["query"],
+          layer["projection"] @ layer["value"])
+
+
+def _query_loss(layers, x, y, zero_loss, context):
+  """Mean over prompts of the normalised error at the query after `context` pairs of a plain
+  linear self-attention network given per layer as (M, V): every layer adds
+  Σ_h V_h S M_h e to each token e, S = (1/N) Σ_{i<N} e_i e_iᵀ over the N = `context` pair
+  tokens (x_i, y_i); the prediction is minus the query token (x_q, 0)'s y entry after the last
+  (von Oswald et al. 2022)."""
+  pairs_ = np.concatenate([x[:, :context], y[:, :context]], axis=-1)
+  query = np.concatenate([x[:, context], np.zeros_like(y[:, context])], axis=-1)[:, None]
+  tokens = np.concatenate([pairs_, query], axis=1)
+  for m, v in layers:
+    s = np.einsum("bie,bif->bef", tokens[:, :context], tokens[:, :context]) / context
+    tokens = tokens + np.einsum("hgf,bfe,hek,bjk->bjg", v, s, m, tokens)
+  y_hat = -tokens[:, -1, x.shape[-1]:]
+  return float(np.mean(np.sum(np.square(y_hat - y[:, context]), axis=-1) / zero_loss))
+
+
+def _balanced(m, v):
+  """Per head, (c·M, V/c) with c = √(‖V‖/‖M‖): the representative with ‖c·M‖ = ‖V/c‖."""
+  c = np.sqrt(np.linalg.norm(v, axis=(1, 2)) / np.linalg.norm(m, axis=(1, 2)))[:, None, None]
+  return c * m, v / c
+
+
+def test_interpolation_losses_are_those_numpy_computes_for_the_two_networks(runs, full_report):
+  """The path between gd1 and gd2 at α = 0, ½, 1 (interpolation_points = 3): the endpoints,
+  the raw average of their weights and the midpoint of their aligned products, each scored
+  here by a float64 forward pass of its own; the errors table scores gd1 the same."""
+  _, directory = full_report
+  x, y, zero_loss, _ = _held_out_prompts()
+  context = 5  # the GD-layer runs' context_points
+  layers = {}
+  for name in ("gd1", "gd2"):
+    _, params, _ = load_run(runs[name])
+    layers[name] = [params[f"layer_{i}"] for i in range(2)]  # two layers, not weight-tied
+  loss = lambda products: _query_loss(products, x, y, zero_loss, context)
+  ends = [loss([_products(layer) for layer in layers[name]]) for name in ("gd1", "gd2")]
+  raw = loss([_products({k: (a[k] + b[k]) / 2 for k in a})
+              for a, b in zip(layers["gd1"], layers["gd2"])])
+  aligned = []
+  for a, b in zip(layers["gd1"], layers["gd2"]):
+    (m_a, v_a), (m_b, v_b) = _balanced(*_products(a)), _balanced(*_products(b))
+    sign = np.where(np.sum(m_a * m_b, axis=(1, 2)) < 0, -1.0, 1.0)[:, None, None]
+    aligned.append(((m_a + sign * m_b) / 2, (v_a + sign * v_b) / 2))
+  middle = loss(aligned)
+
+  _, rows, tables = _read(directory, "interpolation")
+  path = tables["gd1 vs gd2"]
+  np.testing.assert_allclose(path["endpoints"], ends, rtol=1e-4)
+  np.testing.assert_allclose(path["aligned"], [ends[0], middle, ends[1]], rtol=1e-4)
+  np.testing.assert_allclose(path["raw"], [ends[0], raw, ends[1]], rtol=1e-4)
+  chord = np.mean(ends)
+  assert path["aligned_barrier"] == pytest.approx(max(middle - chord, 0.0), abs=1e-5)
+  assert path["raw_barrier"] == pytest.approx(max(raw - chord, 0.0), abs=1e-5)
+  assert [(row["pair"], row["path"]) for row in rows] == [("gd1 vs gd2", "aligned"),
+                                                          ("gd1 vs gd2", "raw")]
+  _, _, errors = _read(directory, "errors")
+  assert errors["gd1"]["mean"][context] == pytest.approx(ends[0], rel=1e-4)
+
+
+def _ridge_r2(features, targets, num_train, ridge=1e-3):
+  """Held-out R² of ridge regression on train-standardised features with an unpenalised bias,
+  fitted on the first `num_train` rows, pooled over the target's coordinates."""
+  train = features[:num_train]
+  std = train.std(0)
+  phi = (features - train.mean(0)) / np.where(std > 0, std, 1.0)
+  t_mean = targets[:num_train].mean(0)
+  gram = phi[:num_train].T @ phi[:num_train] / num_train
+  moment = phi[:num_train].T @ (targets[:num_train] - t_mean) / num_train
+  fitted = phi @ np.linalg.solve(gram + ridge * np.eye(len(gram)), moment) + t_mean
+  held_out = targets[num_train:]
+  return 1 - (np.sum(np.square(held_out - fitted[num_train:]))
+              / np.sum(np.square(held_out - t_mean)))
+
+
+def test_probing_and_icl_tables_hold_the_transformer_numbers(runs, full_report):
+  """The linear probe of the true weights at each layer, refitted here in float64 from the
+  transformer's residual stream at the query after d = 3 pairs; ICL vs fine-tuning scored
+  for each transformer entry alike (the same run under two names), cosines in [−1, 1]."""
+  _, directory = full_report
+  learner, params, _ = load_run(runs["tf"])
+  task = make_task(dict(transformer_config("smoke").task))
+  episode = task.sample(jax.random.PRNGKey(0), SMALL["num_prompts"], POINTS)
+  context = 3  # probe_context's default: d
+  residual = np.asarray(learner.intermediates(params, episode.prefix(context + 1))["residual"],
+                        np.float64)[:, :, context]             # [layers + 1, prompts, hidden]
+  w = np.asarray(episode.info["w"], np.float64).reshape(episode.batch_size, -1)
+  num_train = round(0.8 * episode.batch_size)
+  _, _, probes = _read(directory, "probing")
+  assert set(probes) == {"tf", "tf_again"}
+  np.testing.assert_allclose(probes["tf"]["linear"]["weights"],
+                             [_ridge_r2(layer, w, num_train) for layer in residual],
+                             rtol=1e-3, atol=1e-3)
+
+  _, rows, icl = _read(directory, "icl_vs_finetune")
   assert set(icl) == {"tf", "tf_again"} and set(icl["tf"]) == {"trained", "random_init"}
-  probes = results["probing"]["tf"]
-  assert set(probes) == {"linear", "mlp"} and len(probes["linear"]["weights"]) == 2
+  assert icl["tf"] == icl["tf_again"]
+  for model in ("trained", "random_init"):
+    assert len(icl["tf"][model]["cosine_mean"]) == 1  # one block
+  cosines = [float(row["cosine"]) for row in rows]
+  assert len(cosines) == 4 and all(-1 <= c <= 1 for c in cosines)
 
 
 def test_queries_after_a_fixed_context_are_scored_for_every_learner(full_report):
@@ -204,126 +385,7 @@ def test_launcher_refuses_incomparable_runs_without_a_traceback(runs, tmp_path):
   assert "Traceback" not in process.stderr and not (tmp_path / "report").exists()
 
 
-@pytest.mark.slow
-def test_maml_on_the_sinusoid_is_compared_at_its_context_size(tmp_path):
-  """A fixed-context learner on a task without linear weights: the analyses that apply."""
-  from configs.sinusoid import get_config
-  config = get_config("maml-smoke")
-  config.unlock()
-  config.eval.baselines = ()
-  train_and_evaluate(config, str(tmp_path / "maml"))
-  results = compare({"maml": str(tmp_path / "maml")}, ["knn"], str(tmp_path / "report"),
-                    CompareSettings(**SMALL))
-  assert list(results) == ["errors", "predictions", "sensitivity"]
-  variants = [name for name in results["errors"] if name != "knn"]
-  assert len(variants) == len(config.model.eval_inner_steps)  # one entry per inner-step count
-  for name in variants:
-    mean = results["errors"][name]["mean"]
-    assert np.isfinite(mean[10]) and np.isnan(np.delete(mean, 10)).all()
-  assert np.isfinite(results["errors"]["knn"]["mean"]).all()
-  assert list(results["sensitivity"]["cosine"][f"{variants[0]} vs knn"]) == [10]
-
-
-def test_every_analysis_declares_when_it_applies():
-  from metalearn.comparison.applicability import REQUIREMENTS
+def test_every_analysis_is_a_unit_in_report_order():
+  from metalearn.comparison.registry import UNITS
   from metalearn.comparison.settings import ANALYSES
-  assert tuple(REQUIREMENTS) == ANALYSES
-
-
-@pytest.fixture(scope="module")
-def inner_loop_runs(tmp_path_factory):
-  """Smoke MAML runs on few-shot digits (an MLP base network, to keep it cheap) and on the
-  sinusoid, each with two inner-step counts: {name: (workdir, its own evaluation's table,
-  compare settings that draw the same held-out prompts as that evaluation)}."""
-  from configs.fewshot import get_config as fewshot_config
-  from configs.sinusoid import get_config as sinusoid_config
-  root = tmp_path_factory.mktemp("inner_loop_runs")
-  fewshot = fewshot_config("maml-1shot-smoke")
-  fewshot.unlock()
-  fewshot.model.update(network="mlp", widths=(8,))
-  sinusoid = sinusoid_config("maml-smoke")
-  sinusoid.unlock()
-  made = {}
-  for name, config in (("fewshot", fewshot), ("sinusoid", sinusoid)):
-    config.model.eval_inner_steps = (0, 1)
-    config.eval.baselines = ()
-    own_table = train_and_evaluate(config, str(root / name))
-    made[name] = (str(root / name), own_table, dict(
-        num_prompts=config.eval.num_prompts, batch_size=config.eval.batch_size,
-        seed=config.eval.seed, bootstrap_resamples=50))
-  return made
-
-
-def _assert_queries_match_own_evaluation(errors, own_table, context):
-  for variant, row in own_table.items():
-    for metric, value in row.items():
-      assert errors[variant]["queries"][context][metric] == pytest.approx(value, rel=1e-4), (
-          variant, metric)
-
-
-def test_a_fewshot_run_is_compared_with_the_analyses_that_apply(inner_loop_runs, tmp_path,
-                                                                 caplog):
-  """Issue 11: the default analyses crashed on few-shot episodes ("... exactly 30 points, got
-  2"), even with points=30. Those that do not apply are named, with why, before any runs."""
-  path, own_table, settings = inner_loop_runs["fewshot"]
-  report_dir = tmp_path / "report"
-  with caplog.at_level("INFO", logger="metalearn.comparison"):
-    results = compare({"maml": path}, ["knn"], str(report_dir),
-                      CompareSettings(points=30, **settings))
-  assert list(results) == ["errors", "predictions", "sensitivity"]
-  skipped = {"implicit_weights": "the task FewShotClassification has no true linear weights",
-             "shifts": "shifts are defined for linear regression, not FewShotClassification",
-             "probing": "the task FewShotClassification has no true linear weights",
-             "interpolation": "it needs two runs of plain GD-layer networks",
-             "icl_vs_finetune": "no run trained a transformer"}
-  summary = (report_dir / "summary.md").read_text()
-  logged = [r.getMessage() for r in caplog.records if "compare skips" in r.getMessage()]
-  assert len(logged) == len(skipped)
-  for analysis, reason in skipped.items():
-    assert f"- `{analysis}`: {reason}" in summary
-    assert any(m.startswith(f"compare skips {analysis!r}: {reason}") for m in logged)
-  # Each query scored from the 5-image support set alone, as the run's own evaluation does.
-  _assert_queries_match_own_evaluation(results["errors"], own_table, 5)
-  assert 0 <= results["errors"]["knn"]["queries"][5]["accuracy"] <= 1
-  assert list(results["sensitivity"]["cosine"]["maml, 0 steps vs knn"]) == [5]
-  assert {"errors.csv", "query_errors.csv", "sensitivity.csv"} <= set(os.listdir(report_dir))
-
-
-def test_a_maml_run_under_errors_alone_shows_its_numbers(inner_loop_runs, tmp_path):
-  """Issue 11: with analyses=('errors',) a MAML run showed '–' at every k. It shows its query
-  loss after its context size, the numbers its own evaluation gives, and the launcher's
-  lines for it are those numbers."""
-  path, own_table, settings = inner_loop_runs["sinusoid"]
-  report_dir = tmp_path / "report"
-  results = compare({"maml": path}, [], str(report_dir),
-                    CompareSettings(analyses=("errors",), **settings))
-  assert list(results) == ["errors"]
-  _assert_queries_match_own_evaluation(results["errors"], own_table, 10)
-  summary = (report_dir / "summary.md").read_text()
-  for variant in own_table:
-    rows = [line for line in summary.splitlines() if line.startswith(f"| {variant} |")]
-    assert len(rows) == 2  # by number of examples, then its queries
-    assert all(re.search(r"\| \d+\.\d{3} ", row) for row in rows), rows
-  assert "Analyses that do not apply" not in summary  # nothing else was asked for
-  lines = headline(results["errors"])
-  assert len(lines) == len(own_table)
-  for line, variant in zip(lines, own_table):
-    assert line.startswith(f"{variant}: queries after 10 examples: ")
-    normalised = results["errors"][variant]["queries"][10]["normalised"]
-    assert f"normalised {normalised:.3f} ± " in line and "–" not in line
-
-
-@pytest.mark.parametrize("run, settings, message", [
-    ("fewshot", dict(points=20), r"fewshot_classification episodes have exactly ways \* "
-                                 r"\(shots \+ queries\) = 5 \* \(1 \+ 5\) = 30 points, got 20"),
-    ("fewshot", dict(analyses=("shifts",)), "'shifts' does not apply: shifts are defined for "
-                                            "linear regression, not FewShotClassification"),
-    ("sinusoid", dict(analyses=("errors", "probing")),
-     "'probing' does not apply: the task Sinusoid has no true linear weights"),
-])
-def test_analyses_asked_for_that_do_not_apply_are_refused(inner_loop_runs, tmp_path, run,
-                                                          settings, message):
-  with pytest.raises(ValueError, match=message):
-    compare({"maml": inner_loop_runs[run][0]}, [], str(tmp_path / "report"),
-            CompareSettings(**settings))
-  assert not (tmp_path / "report").exists()
+  assert tuple(unit.name for unit in UNITS) == ANALYSES

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metalearn.evaluation import evaluate
+from metalearn.evaluation import scores
 from metalearn.analysis.interpolation import (align, from_products, interpolate, interpolation_losses,
                                      products)
 from metalearn.learners import make_learner
@@ -119,8 +119,8 @@ def test_endpoint_losses_equal_normalised_errors(context_points, points):
   task, episode = _task(), _episode(points)
   result = interpolation_losses(learner, params_a, params_b, task, episode, [0.0, 0.5, 1.0])
   start = 1 if context_points is None else context_points
-  expected = [evaluate.normalised_errors(learner, p, task, episode, 128)[:, start:].mean()
-              for p in (params_a, params_b)]
+  expected = [scores.normalised_errors(learner, task, episode, scores.predictions(
+      learner, p, episode, 128))[:, start:].mean() for p in (params_a, params_b)]
   np.testing.assert_allclose(result["endpoints"], expected, rtol=1e-4)
   for path in ("aligned", "raw"):
     np.testing.assert_allclose(result[path][[0, 2]], expected, rtol=1e-4)
@@ -176,3 +176,20 @@ def test_refuses_bad_alphas(alphas, message):
     interpolate(learner, params, params, alphas)
   with pytest.raises(ValueError, match=message):
     interpolation_losses(learner, params, params, _task(), _episode(), alphas)
+
+
+def test_the_layout_and_architecture_the_learner_declares():
+  from metalearn.learners.capabilities import HiddenStates, LinearAttentionLayers
+  assert isinstance(_gd_layers(), LinearAttentionLayers)
+  assert not isinstance(make_learner({"name": "transformer"}), LinearAttentionLayers)
+  assert not isinstance(_gd_layers(), HiddenStates)
+  layout = _gd_layers(num_layers=3, recurrent=True).attention_layout()
+  assert (layout.depth, layout.weight_tied, layout.nonlinear_options) == (3, True, ())
+  assert _gd_layers(mlp=True, softmax=True).attention_layout().nonlinear_options == ("mlp",
+                                                                                   "softmax")
+  # What only `init` reads leaves the network as it is; heads or weight tying change it.
+  plain = _gd_layers(num_layers=2)
+  assert plain.architecture_key() == _gd_layers(num_layers=2, init_from="gd", init_step_size=0.5,
+                                                init_std=0.3).architecture_key()
+  for other in ({"num_heads": 2}, {"recurrent": True}, {"context_points": 5}):
+    assert plain.architecture_key() != _gd_layers(num_layers=2, **other).architecture_key()

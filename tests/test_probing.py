@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from metalearn.analysis import probing
-from metalearn.evaluation.evaluate import held_out_episodes
+from metalearn.evaluation.prompts import held_out_episodes
 from metalearn.learners import make_learner
 from metalearn.tasks import make_task
 from tests.episodes import episode_from_arrays
@@ -110,15 +110,26 @@ def test_hidden_states_read_the_query_x_token(episode, transformer):
   np.testing.assert_allclose(states, full, rtol=1e-4, atol=1e-5)
 
 
-def test_probe_runs_end_to_end_on_a_transformer(episode, transformer):
+def test_probe_on_a_transformer_scores_each_layer_against_each_target(episode, transformer):
+  """The linear scores by an independent route: the full causal pass's residual stream at
+  point 5's x token, numpy targets, a float64 ridge. The embedding (layer 0) holds x_5 alone,
+  independent of w, so neither probe recovers any target from it."""
   learner, params = transformer
   r2 = probing.probe(learner, params, episode, 5, mlp_steps=20)
-  assert set(r2) == set(probing.PROBES)
-  for scores in r2.values():
-    assert set(scores) == set(probing.TARGETS)
-    for values in scores.values():
-      assert values.shape == (3,)
-      assert np.all(np.isfinite(values))
+  assert list(r2) == list(probing.PROBES)
+  residual = np.asarray(jax.jit(learner.intermediates)(params, episode)["residual"])[:, :, 5]
+  x, y = np.asarray(episode.x, np.float64)[:, :5], np.asarray(episode.y, np.float64)[:, :5]
+  targets = {"weights": np.asarray(episode.info["w"])[..., 0],
+             "least_squares": (np.linalg.pinv(x) @ y)[..., 0],
+             "xty": np.einsum("bkd,bko->bd", x, y)}
+  num_train = int(0.8 * PROMPTS)
+  for probe_name in probing.PROBES:
+    assert set(r2[probe_name]) == set(probing.TARGETS)
+  for name, target in targets.items():
+    expected = [_numpy_ridge_r2(layer, target, num_train, 1e-3)[0] for layer in residual]
+    np.testing.assert_allclose(r2["linear"][name], expected, rtol=1e-3, atol=1e-3)
+    assert r2["linear"][name][0] < 0.1 and r2["mlp"][name][0] < 0.1
+    assert r2["mlp"][name].shape == (3,) and np.all(r2["mlp"][name] <= 1)
 
 
 def test_probing_needs_true_weights():
@@ -143,6 +154,19 @@ def test_probing_needs_a_learner_with_hidden_states(episode):
     probing.hidden_states(learner, {}, episode, 3)
   with pytest.raises(TypeError, match="needs a learner exposing its hidden states"):
     probing.probe(learner, {}, episode, 3)
+
+
+def test_probing_needs_the_residual_stream_among_the_hidden_states(episode):
+  class AttentionOutputsOnly:
+    def intermediate_names(self):
+      return ("attention_output",)
+
+    def intermediates(self, params, episode):
+      raise AssertionError("never called: the check comes first")
+
+  with pytest.raises(TypeError, match=r"probing reads the residual stream; the hidden states "
+                                      r"of AttentionOutputsOnly are \['attention_output'\]"):
+    probing.hidden_states(AttentionOutputsOnly(), {}, episode, 3)
 
 
 @pytest.mark.parametrize("settings, message", [

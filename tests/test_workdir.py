@@ -126,12 +126,14 @@ def test_a_second_compare_into_one_report_dir_is_refused_and_kill_9_frees_it(fin
   settings = CompareSettings(num_prompts=32, batch_size=16, analyses=("errors",))
   holder = _python(
       "import sys, time; sys.path.insert(0, 'tests'); import conftest\n"
-      "from metalearn.comparison import CompareSettings, compare, sections\n"
+      "import dataclasses\n"
+      "from metalearn.comparison import CompareSettings, compare, registry\n"
       "def hold(context):\n"
       "  print('ready', flush=True); time.sleep(600)\n"
-      "sections.SECTIONS['errors'] = hold\n"
+      "errors = next(u for u in registry.UNITS if u.name == 'errors')\n"
       f"compare({{'tf': {finished_run!r}}}, [], {report_dir!r}, "
-      "CompareSettings(num_prompts=32, batch_size=16, analyses=('errors',)))\n")
+      "CompareSettings(num_prompts=32, batch_size=16, analyses=('errors',)), "
+      "units=(dataclasses.replace(errors, run=hold),))\n")
   try:
     with pytest.raises(WorkdirBusyError, match=f"compare process {holder.pid}"):
       compare({"tf": finished_run}, [], report_dir, settings)

@@ -24,23 +24,19 @@ import numpy as np
 from metalearn.core import losses
 from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner, Params
-from metalearn.learners.gd_layers import GDLayers
+from metalearn.learners.capabilities import LinearAttentionLayers
 from metalearn.tasks import TaskFamily
 
 Products = list[dict[str, jax.Array]]
 
 
 def _check_learner(learner: Learner, what: str) -> None:
-  if not isinstance(learner, GDLayers):
+  if not isinstance(learner, LinearAttentionLayers):
     raise ValueError(f"{what}: needs a gd_layers learner, got {type(learner).__name__}")
-  extras = [name for name in ("layer_norm", "mlp", "softmax") if getattr(learner, name)]
+  extras = learner.attention_layout().nonlinear_options
   if extras:
     raise ValueError(f"{what}: the (M, V) → (c·M, V/c) symmetry holds in a plain linear "
                      f"self-attention network only; turn off {', '.join(extras)}")
-
-
-def _layer_names(learner: GDLayers) -> list[str]:
-  return ["layer"] if learner.recurrent else [f"layer_{i}" for i in range(learner.num_layers)]
 
 
 def _check_same_shapes(params_a: Params, params_b: Params) -> None:
@@ -66,21 +62,12 @@ def _check_alphas(alphas) -> np.ndarray:
 
 
 def products(learner: Learner, params: Params) -> Products:
-  """Per layer (gd_layers order: "layer" if recurrent, else layer_0, ...), the head products.
+  """Per layer, in the order a pass applies them, the head products.
 
   {"kq": M = W_Kᵀ W_Q [H, e, e], "pv": V = P W_V [H, e, e]}: all a plain layer computes with.
   """
   _check_learner(learner, "products")
-  result = []
-  for name in _layer_names(learner):
-    if name not in params:
-      raise ValueError(f"products: params hold no layer {name!r} (learner with "
-                       f"num_layers={learner.num_layers}, recurrent={learner.recurrent}); "
-                       f"got {sorted(params)}")
-    layer = params[name]
-    result.append({"kq": jnp.einsum("hfe,hfg->heg", layer["key"], layer["query"]),
-                   "pv": jnp.einsum("hfg,hge->hfe", layer["projection"], layer["value"])})
-  return result
+  return learner.head_products(params)
 
 
 def _balance(m: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -119,19 +106,9 @@ def align(products_a: Products, products_b: Products) -> tuple[Products, Product
 
 
 def from_products(learner: Learner, products_: Products) -> Params:
-  """A param tree computing exactly what `products_` do: key = I, query = M, projection = I,
-  value = V per head (then W_Kᵀ W_Q = M and P W_V = V)."""
+  """A param tree computing exactly what `products_` do (the learner writes it)."""
   _check_learner(learner, "from_products")
-  names = _layer_names(learner)
-  if len(products_) != len(names):
-    raise ValueError(f"from_products: the learner has {len(names)} layers, got products of "
-                     f"{len(products_)}")
-  params = {}
-  for name, layer in zip(names, products_):
-    eye = jnp.broadcast_to(jnp.eye(layer["kq"].shape[-1], dtype=layer["kq"].dtype),
-                           layer["kq"].shape)
-    params[name] = {"query": layer["kq"], "key": eye, "value": layer["pv"], "projection": eye}
-  return params
+  return learner.from_head_products(products_)
 
 
 def _mix(a, b, alpha):
@@ -151,14 +128,14 @@ def interpolate(learner: Learner, params_a: Params, params_b: Params, alphas) ->
   return [from_products(learner, _mix(aligned_a, aligned_b, float(a))) for a in alphas]
 
 
-def _first_predicted(learner: GDLayers) -> int:
+def _first_predicted(learner: Learner) -> int:
   # A fixed-context learner's positions before N are its own context; a prefix learner's
   # position 0 has no context at all. Neither is a prediction from in-context examples.
   return 1 if learner.context_points is None else learner.context_points
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _path_losses(learner: GDLayers, task: TaskFamily, stacked: Params, episode: Episode
+def _path_losses(learner: Learner, task: TaskFamily, stacked: Params, episode: Episode
                  ) -> jax.Array:
   start = _first_predicted(learner)
 
@@ -176,9 +153,9 @@ def interpolation_losses(learner: Learner, params_a: Params, params_b: Params,
 
   The loss is the task's loss over the zero predictor's, averaged over prompts and over the
   positions the learner predicts (from N on with `context_points` = N, else from 1 on), as in
-  `evaluate.normalised_errors`. Every network of both paths and the two endpoints run in one
-  compiled call, vmapped over a stack of param trees. Keys: alphas [A], aligned [A], raw [A],
-  endpoints (loss(0), loss(1) of params_a and params_b), aligned_barrier, raw_barrier.
+  `evaluation.scores.normalised_errors`. Every network of both paths and the two endpoints run
+  in one compiled call, vmapped over a stack of param trees. Keys: alphas [A], aligned [A],
+  raw [A], endpoints (loss(0), loss(1) of params_a and params_b), aligned_barrier, raw_barrier.
   """
   alphas = _check_alphas(alphas)
   aligned_a, aligned_b = _aligned(learner, params_a, params_b)

@@ -19,6 +19,7 @@ import optax
 
 from metalearn.core.episode import Episode, check_context_points
 from metalearn.learners.base import Learner, Params
+from metalearn.learners.capabilities import HiddenStates
 
 # The probes' fits and scores are measurements: full float32 matmuls on accelerators too.
 _einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
@@ -70,10 +71,13 @@ def _query_residual(learner: Learner, params: Params, episode: Episode,
 
 
 def _check_learner(learner: Learner) -> None:
-  if not callable(getattr(learner, "intermediates", None)):
+  if not isinstance(learner, HiddenStates):
     raise TypeError(f"probing needs a learner exposing its hidden states through "
                     f"`intermediates(params, episode)` (the transformer); "
                     f"{type(learner).__name__} has none")
+  if "residual" not in learner.intermediate_names():
+    raise TypeError(f"probing reads the residual stream; the hidden states of "
+                    f"{type(learner).__name__} are {list(learner.intermediate_names())}")
 
 
 def hidden_states(learner: Learner, params: Params, episode: Episode,

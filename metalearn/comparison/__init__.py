@@ -6,7 +6,7 @@ the tests and the notebooks.
 
 from metalearn.comparison.compare import compare, plan
 from metalearn.comparison.entries import parse_runs
-from metalearn.comparison.sections import headline
+from metalearn.comparison.errors import headline
 from metalearn.comparison.settings import ANALYSES, CompareSettings
 
 __all__ = ["ANALYSES", "CompareSettings", "compare", "headline", "parse_runs", "plan"]

@@ -1,11 +1,12 @@
 """The learners a comparison scores: trained runs and named baselines, checked to be comparable."""
 
 import dataclasses
+import itertools
 import os
 from typing import Mapping, Sequence
 
 from metalearn.engine import runs as runs_lib
-from metalearn.engine.experiment import Experiment, build_experiment
+from metalearn.engine.experiment import Experiment
 from metalearn.learners import Learner, make_baseline
 from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily
@@ -23,6 +24,15 @@ class Entry:
   @property
   def context_points(self) -> int | None:
     return self.learner.context_points
+
+
+def pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
+  """Every two entries, in report order: what the pairwise measures compare."""
+  return list(itertools.combinations(entries, 2))
+
+
+def pair_name(a: str, b: str) -> str:
+  return f"{a} vs {b}"
 
 
 def parse_runs(specs: Sequence[str]) -> dict[str, str]:
@@ -56,7 +66,7 @@ def check_runs(runs: Mapping[str, str], baselines: Sequence[str]
   if not runs:
     raise ValueError("compare needs at least one run (the held-out task is the runs'); "
                      f"got baselines only: {list(baselines)}")
-  experiments = {name: build_experiment(runs_lib.load_config(path))
+  experiments = {name: runs_lib.build_experiment(runs_lib.load_config(path))
                  for name, path in runs.items()}
   (first, reference), *rest = experiments.items()
   for name, experiment in rest:

@@ -1,19 +1,13 @@
 """What a comparison measures and on how many held-out prompts; checked before anything loads."""
 
 import dataclasses
-import numbers
 
-# Every analysis a report can hold, in report order (definitions in metalearn/comparison/__init__).
+from metalearn.core import checks
+
+# Every analysis a report can hold, in report order (its unit: comparison/<name>.py, all in
+# comparison/registry.py).
 ANALYSES = ("errors", "predictions", "implicit_weights", "sensitivity", "shifts", "probing",
             "interpolation", "icl_vs_finetune")
-
-
-def _check_int(field: str, value, minimum: int, optional: bool = False) -> None:
-  if optional and value is None:
-    return
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-    allowed = f"an integer >= {minimum}" + (" or None" if optional else "")
-    raise ValueError(f"compare {field} must be {allowed}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,27 +39,23 @@ class CompareSettings:
   def __post_init__(self):
     for field in ("num_prompts", "batch_size", "bootstrap_resamples", "probe_mlp_steps",
                   "icl_prompts", "shift_queries"):
-      _check_int(field, getattr(self, field), 1)
-    _check_int("seed", self.seed, 0)
-    _check_int("interpolation_points", self.interpolation_points, 2)
-    _check_int("finetune_steps", self.finetune_steps, 0)
-    for field in ("points", "num_probes"):
-      _check_int(field, getattr(self, field), 1, optional=True)
-    for field in ("shift_context", "probe_context", "icl_context"):
-      _check_int(field, getattr(self, field), 1, optional=True)
+      checks.check_int(f"compare {field}", getattr(self, field), 1)
+    checks.check_int("compare seed", self.seed, 0)
+    checks.check_int("compare interpolation_points", self.interpolation_points, 2)
+    checks.check_int("compare finetune_steps", self.finetune_steps, 0)
+    for field in ("points", "num_probes", "shift_context", "probe_context", "icl_context"):
+      checks.check_int(f"compare {field}", getattr(self, field), 1, optional=True)
     if self.shots is not None:
       if not self.shots:
         raise ValueError("compare shots must name at least one number of examples, or be None")
       for k in self.shots:
-        _check_int("shots", k, 0)
+        checks.check_int("compare shots", k, 0)
     if self.analyses is not None:
       unknown = [a for a in self.analyses if a not in ANALYSES]
       if unknown or not self.analyses:
         raise ValueError(f"unknown compare analyses {unknown or '(none given)'}; allowed: "
                          f"{', '.join(ANALYSES)}")
-    rate = self.finetune_learning_rate
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not rate > 0:
-      raise ValueError(f"compare finetune_learning_rate must be a number > 0, got {rate!r}")
+    checks.check_positive("compare finetune_learning_rate", self.finetune_learning_rate)
 
   def default_shots(self, dim: int, points: int, contexts: tuple[int, ...] = (),
                     support: int | None = None) -> tuple[int, ...]:

@@ -18,7 +18,6 @@ in place of the linear 1/N average.
 """
 
 import dataclasses
-import numbers
 
 import flax.linen as nn
 import jax
@@ -28,6 +27,7 @@ import numpy as np
 from metalearn.core import checks
 from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner
+from metalearn.learners.capabilities import AttentionLayout
 from metalearn.learners.registry import LEARNERS
 
 _NAMES = ("query", "key", "value", "projection")
@@ -139,10 +139,6 @@ def _context_tokens(x: jax.Array, y: jax.Array, context_points: int
   return jnp.concatenate([context, queries]), mask
 
 
-def _check_positive(field: str, value) -> None:
-  checks.check_positive(f"gd_layers {field}", value)
-
-
 @LEARNERS.register("gd_layers")
 @dataclasses.dataclass(frozen=True)
 class GDLayers(Learner):
@@ -172,21 +168,13 @@ class GDLayers(Learner):
     for field in ("num_layers", "num_heads", "mlp_width"):
       checks.check_int(f"gd_layers {field}", getattr(self, field), 1)
     for field in ("recurrent", "layer_norm", "mlp", "softmax"):
-      if not isinstance(getattr(self, field), bool):
-        raise ValueError(f"gd_layers {field} must be True or False, got {getattr(self, field)!r}")
-    _check_positive("init_std", self.init_std)
-    if self.context_points is not None and (
-        isinstance(self.context_points, bool) or not isinstance(self.context_points,
-                                                                numbers.Integral)
-        or self.context_points < 1):
-      raise ValueError(f"gd_layers context_points must be None or an integer >= 1, got "
-                       f"{self.context_points!r}")
-    if self.init_from not in INITS:
-      raise ValueError(f"unknown gd_layers init_from {self.init_from!r}; allowed: "
-                       f"{', '.join(INITS)}")
-    _check_positive("init_step_size", self.init_step_size)
+      checks.check_type(f"gd_layers {field}", getattr(self, field), bool)
+    checks.check_positive("gd_layers init_std", self.init_std)
+    checks.check_int("gd_layers context_points", self.context_points, 1, optional=True)
+    checks.check_one_of("gd_layers init_from", self.init_from, INITS)
+    checks.check_positive("gd_layers init_step_size", self.init_step_size)
     if self.init_from == "gd_plus_plus":
-      _check_positive("init_gamma", self.init_gamma)
+      checks.check_positive("gd_layers init_gamma", self.init_gamma)
     elif self.init_gamma != 0:
       raise ValueError(f"gd_layers init_gamma={self.init_gamma!r} is read by "
                        f"init_from='gd_plus_plus' only, got init_from={self.init_from!r}")
@@ -200,10 +188,57 @@ class GDLayers(Learner):
     self._check_plain(what)
 
   def _check_plain(self, what: str) -> None:
-    extras = [name for name in ("layer_norm", "mlp", "softmax") if getattr(self, name)]
+    extras = self._nonlinear_options()
     if extras:
       raise ValueError(f"{what}: the GD construction is a plain linear self-attention network; "
                        f"turn off {', '.join(extras)}")
+
+  def _nonlinear_options(self) -> tuple[str, ...]:
+    return tuple(name for name in ("layer_norm", "mlp", "softmax") if getattr(self, name))
+
+  def _layer_names(self) -> list[str]:
+    """The attention layers' names in the param tree, in the order a pass applies them."""
+    return ["layer"] if self.recurrent else [f"layer_{i}" for i in range(self.num_layers)]
+
+  def attention_layout(self) -> AttentionLayout:
+    """Its layers as `capabilities.LinearAttentionLayers` describes them."""
+    return AttentionLayout(self.num_layers, self.recurrent, self._nonlinear_options())
+
+  def architecture_key(self) -> "GDLayers":
+    """The learner with what only `init` reads at its defaults: equal keys, and params of
+    equal shapes, make the same network."""
+    return dataclasses.replace(self, init_from="random", init_step_size=1.0, init_gamma=0.0,
+                               init_std=0.02)
+
+  def head_products(self, params) -> list[dict[str, jax.Array]]:
+    """Per layer (`_layer_names` order), {"kq": M = W_Kᵀ W_Q, "pv": V = P W_V}, each [H, e, e]:
+    all a plain layer computes with (see analysis/interpolation.py)."""
+    self._check_plain("head_products")
+    result = []
+    for name in self._layer_names():
+      if name not in params:
+        raise ValueError(f"head_products: params hold no layer {name!r} (learner with "
+                         f"num_layers={self.num_layers}, recurrent={self.recurrent}); "
+                         f"got {sorted(params)}")
+      layer = params[name]
+      result.append({"kq": jnp.einsum("hfe,hfg->heg", layer["key"], layer["query"]),
+                     "pv": jnp.einsum("hfg,hge->hfe", layer["projection"], layer["value"])})
+    return result
+
+  def from_head_products(self, products: list[dict[str, jax.Array]]):
+    """A param tree computing exactly what `products` do: key = I, query = M, projection = I,
+    value = V per head (then W_Kᵀ W_Q = M and P W_V = V)."""
+    self._check_plain("from_head_products")
+    names = self._layer_names()
+    if len(products) != len(names):
+      raise ValueError(f"from_head_products: the learner has {len(names)} layers, got products "
+                       f"of {len(products)}")
+    params = {}
+    for name, layer in zip(names, products):
+      eye = jnp.broadcast_to(jnp.eye(layer["kq"].shape[-1], dtype=layer["kq"].dtype),
+                             layer["kq"].shape)
+      params[name] = {"query": layer["kq"], "key": eye, "value": layer["pv"], "projection": eye}
+    return params
 
   def _network(self) -> GDLayerNetwork:
     return GDLayerNetwork(self.num_layers, self.num_heads, self.recurrent, self.init_std,
@@ -241,8 +276,7 @@ class GDLayers(Learner):
   def construct(self, dim: int, step_size: float, gamma: float = 0.0, out_dim: int = 1):
     """Params for which each layer is one GD step of size η (GD++ with γ > 0) from w = 0."""
     self._check_constructible("construct")
-    if not step_size > 0:
-      raise ValueError(f"step_size must be > 0, got {step_size}")
+    checks.check_number("step_size", step_size, above=0, name_kind=False)
     width = dim + out_dim
     x_block = np.zeros((width, width), np.float32)
     x_block[:dim, :dim] = np.eye(dim)
@@ -252,9 +286,7 @@ class GDLayers(Learner):
     layer = {"query": x_block, "key": x_block, "value": value,
              "projection": step_size * np.eye(width, dtype=np.float32)}
     layer = {name: jnp.asarray(w)[None] for name, w in layer.items()}
-    if self.recurrent:
-      return {"layer": layer}
-    return {f"layer_{i}": layer for i in range(self.num_layers)}
+    return {name: layer for name in self._layer_names()}
 
   def implied_gd_plus_plus(self, params, dim: int) -> list[dict[str, float]]:
     """Per layer, the (η, γ) of the GD++ step that the layer's weights are closest to.
@@ -274,9 +306,8 @@ class GDLayers(Learner):
     construction). For one output (out = 1).
     """
     self._check_plain("implied_gd_plus_plus")
-    names = ["layer"] if self.recurrent else [f"layer_{i}" for i in range(self.num_layers)]
     result = []
-    for name in names:
+    for name in self._layer_names():
       layer = {k: np.asarray(v, np.float64) for k, v in params[name].items()}
       if layer["value"].shape[-1] != dim + 1:
         raise ValueError(f"implied_gd_plus_plus reads one output: width {dim + 1} expected, "

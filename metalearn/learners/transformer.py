@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from metalearn.core import checks
 from metalearn.core.episode import Episode
 from metalearn.learners import attention as attention_lib
 from metalearn.learners.base import Learner
@@ -148,11 +149,9 @@ class Transformer(Learner):
 
   def __post_init__(self):
     for field in ("hidden", "num_layers", "num_heads", "mlp_ratio", "max_points"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"transformer {field} must be >= 1, got {getattr(self, field)}")
+      checks.check_int(f"transformer {field}", getattr(self, field), 1, name_kind=False)
     attention_lib.check_kind(self.attention, self.momentum)
-    if self.layout not in LAYOUTS:
-      raise ValueError(f"unknown transformer layout {self.layout!r}; allowed: {', '.join(LAYOUTS)}")
+    checks.check_one_of("transformer layout", self.layout, LAYOUTS)
     if self.hidden % self.num_heads:
       raise ValueError(f"transformer hidden={self.hidden} is not divisible by "
                        f"num_heads={self.num_heads}")
@@ -181,6 +180,10 @@ class Transformer(Learner):
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = tokens_for(self.layout, episode.x, episode.y)
     return self._decoder(out_dim).apply({"params": params}, tokens)
+
+  def intermediate_names(self) -> tuple[str, ...]:
+    """What `intermediates` returns (capabilities.HiddenStates)."""
+    return ("residual", "attention_output")
 
   def intermediates(self, params, episode: Episode) -> dict[str, jax.Array]:
     """What the pass computes at the x tokens (where the prediction for x_i is read):
