@@ -1,20 +1,16 @@
 """Algorithmic baselines against plain-numpy references and closed forms (REFERENCES.md)."""
 
 import functools
-import os
 import re
 import types
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+import jax
+import numpy as np
+import pytest
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from metalearn.learners import LEARNERS, make_baseline, predict_prefix_by_prefix  # noqa: E402
-from metalearn.learners import baselines  # noqa: E402
-from metalearn.tasks import make_task  # noqa: E402
-from tests.episodes import episode_from_arrays  # noqa: E402
+from metalearn.learners import LEARNERS, baseline_names, make_baseline, predict_prefix_by_prefix
+from metalearn.tasks import make_task
+from tests.episodes import episode_from_arrays
 
 # The closed-form tests' episodes: d = 8, k = 0 .. 2d + 1 examples.
 DIM = 8
@@ -117,12 +113,28 @@ def test_all_prefix_predict_matches_prefix_by_prefix(setting, small_episode):
                              predict_prefix_by_prefix(jitted, {}, episode), rtol=1e-4, atol=1e-4)
 
 
-def test_baselines_are_registered_without_meta_parameters(small_episode):
-  for setting in SETTINGS:
-    learner = LEARNERS.build(setting)
-    assert not learner.trainable
-    assert learner.init(jax.random.PRNGKey(0), small_episode) == {}
-  assert isinstance(LEARNERS.build({"name": "knn"}), baselines.NearestNeighbours)
+def test_the_baselines_are_the_learners_without_meta_parameters():
+  """eval.baselines may name exactly these (test_gd_solvers.py checks the GD solvers')."""
+  assert baseline_names() == ["averaging", "bayes_ridge", "gd", "gd_plus_plus", "knn",
+                              "least_squares", "newton_schulz", "preconditioned_gd", "ridge"]
+
+
+# Each baseline a name alone builds (what eval.baselines gives) and its settings then; on a
+# noiseless task 'bayes_ridge' (λ = σ²/τ² = 0) is minimum-norm least squares.
+DEFAULTS = {"least_squares": {"name": "least_squares"}, "ridge": {"name": "ridge", "lam": 1.0},
+            "averaging": {"name": "averaging"}, "knn": {"name": "knn", "k": 3},
+            "gd": {"name": "gd", "steps": 1, "step_size": 1.0},
+            "bayes_ridge": {"name": "least_squares"}}
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_a_baseline_built_by_name_has_no_parameters_and_its_default_settings(name,
+                                                                           small_episode):
+  learner = make_baseline(name, make_task({"name": "linear_regression", "dim": 3}))
+  assert learner.init(jax.random.PRNGKey(0), small_episode) == {}
+  np.testing.assert_allclose(_predict(learner, small_episode),
+                             _reference(DEFAULTS[name], small_episode.x, small_episode.y),
+                             rtol=2e-4, atol=2e-4)
 
 
 # Closed forms: noiseless linear regression, x ~ N(0, I), w ~ N(0, I), d = DIM = 8.

@@ -1,5 +1,6 @@
 """Configs build into checked experiments; the curriculum is a pure function of the step."""
 
+import dataclasses
 import importlib
 
 import jax
@@ -7,7 +8,10 @@ import jax.numpy as jnp
 import pytest
 
 from metalearn.engine.curriculum import Curriculum
-from metalearn.engine.experiment import ConfigError, build_experiment
+from metalearn.engine.experiment import ConfigError
+from metalearn.engine.runs import build_experiment
+from metalearn.learners import LEARNERS
+from metalearn.tasks import TASKS
 
 FAMILIES = ("linear_regression", "gd_layers", "sinusoid", "fewshot")
 # Every variant each config file declares; Omniglot's need its archive (--config.task.data_dir).
@@ -17,11 +21,36 @@ CONFIGS = {family: [v for v in importlib.import_module(f"configs.{family}").VARI
 
 @pytest.mark.parametrize("family, variant",
                          [(f, v) for f, variants in CONFIGS.items() for v in variants])
-def test_every_config_variant_builds(family, variant):
+def test_every_config_variant_builds_what_its_sections_say(family, variant):
+  """Each section lands, field by field, in the typed object it configures."""
   config = importlib.import_module(f"configs.{family}").get_config(variant)
   experiment = build_experiment(config)
-  assert experiment.points == config.data.points
-  assert experiment.train.num_steps % experiment.train.steps_per_call == 0
+  config = config.to_dict()
+  assert (experiment.seed, experiment.learner_name) == (config["seed"], config["model"]["name"])
+  task, model, data = dict(config["task"]), dict(config["model"]), config["data"]
+  assert type(experiment.task) is TASKS.get(task.pop("name"))
+  assert type(experiment.learner) is LEARNERS.get(model.pop("name"))
+  for built, section in ((experiment.task, task), (experiment.learner, model)):
+    assert {f: getattr(built, f) for f in section} == _hashable(section)
+  overrides = config["eval"]["task_overrides"]
+  assert {f: getattr(experiment.eval_task, f) for f in task} == _hashable({**task, **overrides})
+  assert (experiment.eval_task is experiment.task) == (not overrides)
+  assert (experiment.points, experiment.loss_from) == (data["points"], data["loss_from"])
+  assert dataclasses.asdict(experiment.train) == config["train"]
+  assert dataclasses.asdict(experiment.eval) == _hashable(
+      {**config["eval"], "task_overrides": tuple(sorted(overrides.items()))})
+  # Where the curriculum starts and ends: at the task's dims and data.points unless enabled.
+  curriculum = data["curriculum"]
+  start = ((curriculum["dims_start"], curriculum["points_start"]) if curriculum["enabled"]
+           else (experiment.task.dim, data["points"]))
+  assert tuple(int(v) for v in experiment.curriculum(0)) == start
+  assert tuple(int(v) for v in experiment.curriculum(10**9)) == (experiment.task.dim,
+                                                                 data["points"])
+
+
+def _hashable(section):
+  """A config section's values as the built dataclasses hold them: lists become tuples."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
 
 
 def test_unknown_variant_names_the_allowed_ones():

@@ -3,19 +3,16 @@
 import dataclasses
 import functools
 import math
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-
-from metalearn.tasks import TASKS, make_task, omniglot  # noqa: E402
-from metalearn.tasks.fewshot import FewShotClassification  # noqa: E402
+from metalearn.tasks import TASKS, make_task, omniglot
+from metalearn.tasks.fewshot import FewShotClassification
 
 WAYS, SHOTS, QUERIES = 3, 2, 3
 SIDE = 20           # side of the toy Omniglot drawings

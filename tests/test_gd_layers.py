@@ -53,6 +53,15 @@ def _gd_plus_plus_reference(x, y, steps, eta, gamma):
   return out
 
 
+def _fixed_context_gd_reference(x, y, n, steps, eta):
+  """Prediction at every position from K GD steps on the first n pairs alone, w0 = 0."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)[:, 0]
+  w = np.zeros(x.shape[1])
+  for _ in range(steps):
+    w -= eta * x[:n].T @ (x[:n] @ w - y[:n]) / n
+  return x @ w
+
+
 @pytest.mark.parametrize("steps, dim, points", [(1, 3, 6), (2, 5, 9), (4, 2, 12), (3, 10, 11)])
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_constructed_network_is_k_gd_steps(steps, dim, points, recurrent):
@@ -116,12 +125,10 @@ def test_fixed_context_construction_is_k_gd_steps_on_the_first_n_pairs(steps, re
   learner = make_learner({"name": "gd_layers", "num_layers": steps, "recurrent": recurrent,
                           "context_points": n})
   y_hat = np.asarray(_predict(learner, learner.construct(dim, 0.3), episode))[..., 0]
-  x, y = np.asarray(episode.x, np.float64), np.asarray(episode.y, np.float64)[..., 0]
   for b in range(3):
-    w = np.zeros(dim)
-    for _ in range(steps):
-      w -= 0.3 * x[b, :n].T @ (x[b, :n] @ w - y[b, :n]) / n
-    np.testing.assert_allclose(y_hat[b], x[b] @ w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        y_hat[b], _fixed_context_gd_reference(episode.x[b], episode.y[b], n, steps, 0.3),
+        rtol=1e-5, atol=1e-6)
 
 
 OPTIONS = {"layer_norm": True, "mlp": True, "mlp_width": 8, "softmax": True}
@@ -212,28 +219,36 @@ def test_softmax_with_no_context_predicts_finite_values_and_gradients():
 
 @pytest.mark.parametrize("init_from, gamma", [("gd", 0.0), ("gd_plus_plus", 0.3)])
 @pytest.mark.parametrize("recurrent", [False, True])
-def test_init_returns_the_construction(init_from, gamma, recurrent):
-  """Training from the construction: `init` (what the train step starts from) is `construct`."""
+def test_init_is_two_gd_or_gd_plus_plus_steps(init_from, gamma, recurrent):
+  """Training from the construction: the network `init` returns (what the train step starts
+  from) predicts two GD (γ = 0) or GD++ steps, and has the random init's parameter shapes."""
   task = make_task({"name": "linear_regression", "dim": 3})
-  episode = task.sample(jax.random.PRNGKey(0), 1, 5)
+  episode = task.sample(jax.random.PRNGKey(0), 3, 6)
   learner = make_learner({"name": "gd_layers", "num_layers": 2, "recurrent": recurrent,
                           "init_from": init_from, "init_step_size": 0.7, "init_gamma": gamma})
   params = learner.init(jax.random.PRNGKey(1), episode)
-  expected = learner.construct(3, 0.7, gamma)
   assert jax.tree.structure(params) == jax.tree.structure(
       make_learner({"name": "gd_layers", "num_layers": 2, "recurrent": recurrent}).init(
           jax.random.PRNGKey(1), episode))
-  jax.tree.map(np.testing.assert_array_equal, params, expected)
+  y_hat = np.asarray(_predict(learner, params, episode))[..., 0]
+  for b in range(3):
+    expected = _gd_plus_plus_reference(episode.x[b], episode.y[b], 2, 0.7, gamma)
+    np.testing.assert_allclose(y_hat[b], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-def test_init_state_of_a_from_gd_config_is_the_construction():
+def test_init_state_of_a_from_gd_config_is_two_gd_steps_on_the_context():
+  """configs/gd_layers.py:recurrent2_from_gd starts training at two GD steps of η = 6 on the
+  first N = 10 pairs, at every position of its own task's prompts."""
   from configs.gd_layers import get_config
-  from metalearn.engine.experiment import build_experiment
+  from metalearn.engine.runs import build_experiment
   from metalearn.engine.train_step import init_state
   experiment = build_experiment(get_config("recurrent2_from_gd"))
   state = init_state(experiment)
-  jax.tree.map(np.testing.assert_array_equal, state.params,
-               experiment.learner.construct(10, 6.0))
+  episode = experiment.task.sample(jax.random.PRNGKey(2), 3, experiment.points)
+  y_hat = np.asarray(_predict(experiment.learner, state.params, episode))[..., 0]
+  for b in range(3):
+    expected = _fixed_context_gd_reference(episode.x[b], episode.y[b], 10, 2, 6.0)
+    np.testing.assert_allclose(y_hat[b], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("steps, recurrent, eta, gamma",
@@ -320,7 +335,7 @@ def smoke_run(tmp_path_factory):
   from configs.gd_layers import get_config
   from metalearn.engine.train import train_and_evaluate
   workdir = str(tmp_path_factory.mktemp("gd_layers") / "run")
-  return workdir, train_and_evaluate(get_config("smoke"), workdir)
+  return workdir, train_and_evaluate(get_config("smoke"), workdir).queries
 
 
 def test_lsa_network_trains_through_the_shared_step(smoke_run):

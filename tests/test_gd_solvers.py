@@ -149,11 +149,20 @@ def test_all_prefix_predict_matches_prefix_by_prefix(setting, small_episode):
   np.testing.assert_array_equal(np.asarray(_predict(learner, episode))[:, 0], 0.0)
 
 
-def test_solvers_are_baselines_without_meta_parameters():
-  task = make_task({"name": "linear_regression", "dim": 3})
-  for name in ("gd_plus_plus", "preconditioned_gd", "newton_schulz"):
-    learner = make_baseline(name, task)
-    assert not learner.trainable and learner.init(jax.random.PRNGKey(0), None) == {}
+@pytest.mark.parametrize("name, one, settings", [
+    ("gd_plus_plus", _gd_plus_plus_one, {"steps": 1, "eta": 1.0, "gamma": 0.0}),
+    ("preconditioned_gd", _preconditioned_gd_one, {"steps": 1, "eta": 1.0, "damping": 1e-3}),
+    ("newton_schulz", _newton_schulz_one, {"steps": 10})],
+    ids=lambda v: v if isinstance(v, str) else "")
+def test_a_solver_built_by_name_has_no_parameters_and_its_default_settings(name, one, settings,
+                                                                         small_episode):
+  """What eval.baselines gives for each name: no meta-parameters, the documented defaults."""
+  learner = make_baseline(name, make_task({"name": "linear_regression", "dim": 4}))
+  assert learner.init(jax.random.PRNGKey(0), small_episode) == {}
+  expected = _reference(one, small_episode.x, small_episode.y, **settings)
+  # Looser than above: with the default damping (1e-3) and the many Newton–Schulz steps, the
+  # float32 iterations on the k < D prefixes' singular S round to about 1e-3.
+  np.testing.assert_allclose(_predict(learner, small_episode), expected, rtol=1e-3, atol=5e-3)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

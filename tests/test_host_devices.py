@@ -8,7 +8,7 @@ import sys
 import jax
 import pytest
 
-from metalearn.engine.experiment import build_experiment
+from metalearn.engine.runs import build_experiment
 from metalearn.engine.train_step import init_state, make_train_step, replicate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,6 +12,7 @@ from metalearn.learners.imaml import IMAML, conjugate_gradient
 from metalearn.learners.inner_loop import ANIL, MAML, MetaSGD
 from metalearn.learners.reptile import Reptile
 from metalearn.tasks import make_task
+from tests import numpy_mlp
 
 CONTEXT = 4
 
@@ -34,33 +35,6 @@ def _query_loss(learner, params, episode):
   return jnp.mean(jnp.square(y_hat - episode.y)[:, CONTEXT:])
 
 
-# --- a hand-written one-hidden-layer ReLU MLP in numpy --------------------------------------
-
-def _np_forward(p, x):
-  pre = x @ p["W1"] + p["b1"]
-  hidden = np.maximum(pre, 0.0)
-  return hidden @ p["W2"] + p["b2"], pre, hidden
-
-
-def _np_grad(p, x, y):
-  """Gradient of mean_i (ŷ_i − y_i)² over the rows of x, by backpropagation by hand."""
-  y_hat, pre, hidden = _np_forward(p, x)
-  d_out = 2.0 * (y_hat - y) / len(x)
-  d_hidden = (d_out @ p["W2"].T) * (pre > 0)
-  return {"W2": hidden.T @ d_out, "b2": d_out.sum(0), "W1": x.T @ d_hidden,
-          "b1": d_hidden.sum(0)}
-
-
-def _np_params(params):
-  body, head = params["net"]["body"]["dense_0"], params["net"]["head"]
-  return {"W1": np.asarray(body["kernel"], np.float64), "b1": np.asarray(body["bias"], np.float64),
-          "W2": np.asarray(head["kernel"], np.float64), "b2": np.asarray(head["bias"], np.float64)}
-
-
-def _np_step(p, g, rate):
-  return {k: p[k] - (rate[k] if isinstance(rate, dict) else rate) * g[k] for k in p}
-
-
 @pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "anil", "reptile", "imaml"])
 def test_one_inner_step_equals_a_hand_written_step(name):
   first_order = name == "fomaml"
@@ -75,14 +49,14 @@ def test_one_inner_step_equals_a_hand_written_step(name):
         lambda r: r * (1.0 + jnp.arange(r.size, dtype=r.dtype).reshape(r.shape) / r.size),
         params["step_sizes"])
   y_hat = np.asarray(learner.predict(params, episode))
-  p = _np_params(params)
-  rate = 0.3 if name != "metasgd" else _np_params({"net": params["step_sizes"]})
+  p = numpy_mlp.from_flax(params["net"])
+  rate = 0.3 if name != "metasgd" else numpy_mlp.from_flax(params["step_sizes"])
   for b in range(episode.batch_size):
     x, y = np.asarray(episode.x[b], np.float64), np.asarray(episode.y[b], np.float64)
-    grads = _np_grad(p, x[:CONTEXT], y[:CONTEXT])
+    grads = numpy_mlp.squared_error_gradient(p, x[:CONTEXT], y[:CONTEXT])
     if name == "anil":
       grads = {"W2": grads["W2"], "b2": grads["b2"], "W1": 0.0 * p["W1"], "b1": 0.0 * p["b1"]}
-    expected = _np_forward(_np_step(p, grads, rate), x)[0]
+    expected = numpy_mlp.forward(numpy_mlp.step(p, grads, rate), x)
     np.testing.assert_allclose(y_hat[b], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -91,13 +65,13 @@ def test_two_imaml_steps_include_the_proximal_pull():
   episode = _episode(batch=2)
   params = _init(learner, episode)
   y_hat = np.asarray(learner.predict(params, episode))
-  theta = _np_params(params)
+  theta = numpy_mlp.from_flax(params["net"])
   for b in range(2):
     x, y = np.asarray(episode.x[b], np.float64), np.asarray(episode.y[b], np.float64)
-    phi = _np_step(theta, _np_grad(theta, x[:CONTEXT], y[:CONTEXT]), 0.3)
-    grads = _np_grad(phi, x[:CONTEXT], y[:CONTEXT])
+    phi = numpy_mlp.sgd(theta, x[:CONTEXT], y[:CONTEXT], 0.3, 1)
+    grads = numpy_mlp.squared_error_gradient(phi, x[:CONTEXT], y[:CONTEXT])
     grads = {k: grads[k] + 2.0 * (phi[k] - theta[k]) for k in phi}
-    np.testing.assert_allclose(y_hat[b], _np_forward(_np_step(phi, grads, 0.3), x)[0],
+    np.testing.assert_allclose(y_hat[b], numpy_mlp.forward(numpy_mlp.step(phi, grads, 0.3), x),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -126,12 +100,12 @@ def test_first_order_meta_gradient_is_the_query_gradient_at_the_adapted_weights(
   episode = _episode(batch=2)
   params = _init(learner, episode)
   grads = ravel_pytree(jax.grad(lambda p: _query_loss(learner, p, episode))(params))[0]
-  theta, expected = _np_params(params), 0.0
+  theta, expected = numpy_mlp.from_flax(params["net"]), 0.0
   for b in range(2):
     x, y = np.asarray(episode.x[b], np.float64), np.asarray(episode.y[b], np.float64)
-    phi = _np_step(theta, _np_grad(theta, x[:CONTEXT], y[:CONTEXT]), 0.3)
-    # _query_loss averages over batch and queries; _np_grad over the rows it is given.
-    g = _np_grad(phi, x[CONTEXT:], y[CONTEXT:])
+    phi = numpy_mlp.sgd(theta, x[:CONTEXT], y[:CONTEXT], 0.3, 1)
+    # _query_loss averages over batch and queries; the gradient over the rows it is given.
+    g = numpy_mlp.squared_error_gradient(phi, x[CONTEXT:], y[CONTEXT:])
     expected = expected + np.concatenate([g["b1"], g["W1"].ravel(), g["b2"], g["W2"].ravel()]) / 2
   np.testing.assert_allclose(grads, expected, rtol=1e-4, atol=1e-6)
   # ...and differs from the second-order one.
@@ -184,12 +158,10 @@ def test_reptile_surrogate_has_value_zero_and_gradient_theta_minus_phi():
   from_predictions = ravel_pytree(vjp((jnp.ones_like(y_hat), jnp.zeros(())))[0])[0]
   np.testing.assert_array_equal(from_predictions, 0.0)
   grad = ravel_pytree(vjp((jnp.zeros_like(y_hat), jnp.ones(())))[0])[0]
-  theta, expected = _np_params(params), 0.0
+  theta, expected = numpy_mlp.from_flax(params["net"]), 0.0
   for b in range(episode.batch_size):
     x, y = np.asarray(episode.x[b], np.float64), np.asarray(episode.y[b], np.float64)
-    phi = theta
-    for _ in range(3):
-      phi = _np_step(phi, _np_grad(phi, x[:CONTEXT], y[:CONTEXT]), 0.1)
+    phi = numpy_mlp.sgd(theta, x[:CONTEXT], y[:CONTEXT], 0.1, 3)
     diff = {k: theta[k] - phi[k] for k in theta}
     expected = expected + np.concatenate(
         [diff["b1"], diff["W1"].ravel(), diff["b2"], diff["W2"].ravel()]) / episode.batch_size
@@ -246,18 +218,55 @@ def test_evaluation_variants_are_one_per_inner_step_count():
 
 # ANIL's conv-4 run is slow (~30 s); MAML and iMAML keep the conv-4 path in the fast tests.
 @pytest.mark.parametrize("name", ["maml", pytest.param("anil", marks=pytest.mark.slow), "imaml"])
-def test_conv4_adapts_on_image_episodes(name):
-  learner = LEARNERS.build({"name": name, "network": "conv4", "filters": 4, "image_size": 8,
-                            "context_points": 6, "inner_loss": "softmax_cross_entropy"})
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, 3, size=(2, 9))
-  episode = Episode(x=jnp.asarray(rng.uniform(size=(2, 9, 64)), jnp.float32),
-                    y=jax.nn.one_hot(labels, 3), mask=jnp.ones((2, 9)), zero_loss=jnp.ones(2))
-  params = learner.init(jax.random.PRNGKey(0), episode)
-  y_hat = learner.predict(params, episode)
-  assert y_hat.shape == (2, 9, 3)
-  grads = jax.grad(lambda p: jnp.sum(learner.predict(p, episode)))(params)
-  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+def test_conv4_adapts_by_gradient_steps_on_the_context(name):
+  """Two inner steps on image episodes against two steps along central-difference gradients
+  (float64) of a hand-written cross-entropy: all weights adapt (ANIL: the head alone), each
+  image batch normalised by its own statistics, with iMAML's pull λ(φ − θ) in the second."""
+  pull = 1.5 if name == "imaml" else 0.0  # iMAML's λ
+  section = {"name": name, "network": "conv4", "filters": 4, "image_size": 8, "context_points": 6,
+             "inner_loss": "softmax_cross_entropy", "inner_steps": 2, "step_size": 0.3}
+  with jax.enable_x64(True):
+    learner = LEARNERS.build({**section, "lam": pull} if pull else section)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(2, 9))
+    episode = Episode(x=jnp.asarray(rng.uniform(size=(2, 9, 64))),
+                      y=jax.nn.one_hot(labels, 3, dtype=jnp.float64),
+                      mask=jnp.ones((2, 9), jnp.float64), zero_loss=jnp.ones(2, jnp.float64))
+    params = _init(learner, episode, seed=0)
+    y_hat = np.asarray(learner.predict(params, episode))
+    net = learner.base_network()
+    theta, unravel = ravel_pytree(params["net"])
+    moves = {"body": 0.0 if name == "anil" else 1.0, "head": 1.0}  # what the inner loop adapts
+    adapts = np.asarray(ravel_pytree(
+        {part: jax.tree.map(lambda p: jnp.full_like(p, moves[part]), params["net"][part])
+         for part in moves})[0])
+
+    def context_loss(flat, x, labels):  # mean −log softmax(logits)[label] over the images
+      logits = net.apply(unravel(flat), x)
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(labels)), labels])
+
+    gradient = _central_differences(context_loss)
+    for b in range(2):
+      phi = np.asarray(theta)
+      for _ in range(2):
+        step = gradient(phi, episode.x[b, :6], labels[b, :6]) + pull * (phi - theta)
+        phi = phi - 0.3 * adapts * step
+      expected = np.asarray(net.apply(unravel(phi), episode.x[b]))
+      np.testing.assert_allclose(y_hat[b], expected, rtol=1e-6, atol=1e-8)
+      unadapted = np.asarray(net.apply(params["net"], episode.x[b]))
+      assert np.abs(y_hat[b] - unadapted).max() > 1e-2  # the steps moved the predictions
+    grads = jax.grad(lambda p: jnp.sum(learner.predict(p, episode)))(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def _central_differences(f, h=1e-6):
+  """(v, *args) -> ∇_v f(v, *args) by (f(v + h·e_i, …) − f(v − h·e_i, …)) / 2h for every i of
+  the float64 vector v: one compiled call."""
+  def gradient(flat, *args):
+    basis = h * jnp.eye(flat.size, dtype=flat.dtype)
+    return jax.vmap(lambda d: f(flat + d, *args) - f(flat - d, *args))(basis) / (2 * h)
+  compiled = jax.jit(gradient)
+  return lambda flat, *args: np.asarray(compiled(flat, *args))
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -13,7 +13,7 @@ import pytest
 
 from configs.linear_regression import get_config
 from metalearn.engine import checkpoints, metric_writers, progress
-from metalearn.engine.experiment import build_experiment
+from metalearn.engine.runs import build_experiment
 from metalearn.engine.train import train, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from metalearn.evaluation import evaluate
+from metalearn.evaluation import prompts
 from metalearn.tasks import shifts
 from metalearn.tasks.linear import LinearRegression, SparseLinearRegression
 from metalearn.tasks.sinusoid import Sinusoid
@@ -63,7 +63,7 @@ def test_none_is_the_task_itself():
   for a, b in zip(jax.tree.leaves(ep), jax.tree.leaves(base)):
     np.testing.assert_array_equal(a, b)
   stacked = shifts.shift_episodes(TASK, ("none", "scaled_w"), 4, POINTS, CONTEXT, seed=3)
-  held_out = evaluate.held_out_episodes(TASK, 4, POINTS, 3)
+  held_out = prompts.held_out_episodes(TASK, 4, POINTS, 3)
   np.testing.assert_array_equal(stacked.x[:4], held_out.x)
   np.testing.assert_array_equal(stacked.y[:4], held_out.y)
 

@@ -2,17 +2,14 @@
 
 import functools
 import math
-import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-import metalearn.tasks  # noqa: E402
-from metalearn.tasks import TASKS, make_task  # noqa: E402
+from metalearn.tasks import TASKS, TaskFamily, make_task
+from metalearn.tasks import classification, decision_tree, fewshot, linear, relu_net, sinusoid
 
 DIM = 5
 
@@ -183,6 +180,22 @@ def test_bad_inputs_fail_with_clear_messages(section, match):
     make_task(section)
 
 
-def test_every_family_is_registered():
-  assert {"linear_regression", "sparse_linear_regression", "relu_net_regression",
-          "decision_tree", "sinusoid", "linear_classification"} <= set(metalearn.tasks.TASKS.names)
+def _subclasses(cls):
+  for subclass in cls.__subclasses__():
+    yield subclass
+    yield from _subclasses(subclass)
+
+
+def test_every_task_family_is_registered_under_its_name():
+  """The tests above run on every registered name: each family the package defines must be
+  registered, under the name its configs use."""
+  expected = {"linear_regression": linear.LinearRegression,
+              "sparse_linear_regression": linear.SparseLinearRegression,
+              "relu_net_regression": relu_net.ReluNetRegression,
+              "decision_tree": decision_tree.DecisionTree,
+              "sinusoid": sinusoid.Sinusoid,
+              "linear_classification": classification.LinearClassification,
+              "fewshot_classification": fewshot.FewShotClassification}
+  assert {name: TASKS.get(name) for name in TASKS.names} == expected
+  defined = {cls for cls in _subclasses(TaskFamily) if cls.__module__.startswith("metalearn.")}
+  assert defined == set(expected.values())

@@ -1,17 +1,13 @@
 """The transformer learner: its all-prefix pass, causality, GPT-2 init, sizes, bad input."""
 
-import os
+import jax
+import numpy as np
+import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from configs.linear_regression import SIZES  # noqa: E402
-from metalearn.learners import make_learner, predict_prefix_by_prefix  # noqa: E402
-from metalearn.learners.transformer import Transformer, tokens_for  # noqa: E402
-from metalearn.tasks import make_task  # noqa: E402
+from configs.linear_regression import SIZES
+from metalearn.learners import make_learner, predict_prefix_by_prefix
+from metalearn.learners.transformer import Transformer, tokens_for
+from metalearn.tasks import make_task
 
 
 def _episode(batch=3, points=6, dim=4, seed=1):
