@@ -10,13 +10,13 @@ split of the prompts and scored by R² on the held-out rest, every layer in one 
 """
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from metalearn.core.checks import check_int, check_number, check_positive
 from metalearn.core.episode import Episode, check_context_points
 from metalearn.learners.base import Learner, Params
 from metalearn.learners.capabilities import HiddenStates
@@ -96,16 +96,11 @@ def hidden_states(learner: Learner, params: Params, episode: Episode,
 def _check_probe_settings(num_examples: int, train_fraction, ridge, mlp_width, mlp_steps,
                           mlp_learning_rate) -> int:
   """Raises before anything compiles; returns the number of training examples."""
-  # `not 0 < v < 1` also refuses NaN.
-  if (isinstance(train_fraction, bool) or not isinstance(train_fraction, numbers.Real)
-      or not 0 < train_fraction < 1):
-    raise ValueError(f"train_fraction must be a number in (0, 1), got {train_fraction!r}")
+  check_number("train_fraction", train_fraction, above=0, below=1)
   for name, value in (("ridge", ridge), ("mlp_learning_rate", mlp_learning_rate)):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-      raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    check_positive(name, value)
   for name, value in (("mlp_width", mlp_width), ("mlp_steps", mlp_steps)):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_int(name, value, 1)
   num_train = int(round(train_fraction * num_examples))
   if min(num_train, num_examples - num_train) < _MIN_SPLIT:
     raise ValueError(f"train_fraction={train_fraction} splits {num_examples} examples into "
