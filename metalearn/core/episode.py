@@ -1,11 +1,12 @@
 """The episode: the one data structure every task produces and every learner consumes."""
 
-import numbers
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from metalearn.core.checks import check_int, check_number
 
 
 @flax.struct.dataclass
@@ -55,8 +56,10 @@ def points_mask(num_points: int, active_points: jax.Array | int) -> jax.Array:
 def check_context_points(episode: Episode, context_points: Any) -> None:
   """Refuses a context size that leaves no query: the query is the point after the context."""
   points = episode.num_points
-  if (isinstance(context_points, bool) or not isinstance(context_points, numbers.Integral)
-      or not 1 <= context_points <= points - 1):
+  try:
+    check_int("context_points", context_points, 1)
+    check_number("context_points", context_points, below=points)
+  except ValueError:  # told as the one range [1, points - 1], with why
     raise ValueError(f"context_points must be an integer in [1, {points - 1}] for episodes of "
                      f"{points} points (the query is the point after the context), "
-                     f"got {context_points!r}")
+                     f"got {context_points!r}") from None
