@@ -18,6 +18,7 @@ from metalearn.evaluation.prompts import chunks
 from metalearn.evaluation.shots import check_predicts_at
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
+from metalearn.learners.capabilities import PredictsQueries
 from metalearn.tasks import TaskFamily
 
 
@@ -50,8 +51,12 @@ def least_squares_fit(x: jax.Array, y: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _implicit_weights(learner: Learner, shots: int, params: Params, episode: Episode,
                       probe_x: jax.Array) -> jax.Array:
-  y_hat = learner.predict(params, probe_episodes(episode, shots, probe_x))[:, shots]
-  return least_squares_fit(probe_x, y_hat.reshape(probe_x.shape[:2] + y_hat.shape[-1:]))
+  if isinstance(learner, PredictsQueries):
+    y_hat = learner.predict_queries(params, episode.prefix(shots), probe_x)
+  else:
+    y_hat = learner.predict(params, probe_episodes(episode, shots, probe_x))[:, shots]
+    y_hat = y_hat.reshape(probe_x.shape[:2] + y_hat.shape[-1:])
+  return least_squares_fit(probe_x, y_hat)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))

@@ -5,7 +5,8 @@ baselines; ridge with λ = σ²/τ² is Akyürek et al. 2022's Bayes-optimal
 predictor; k steps of gradient descent from w = 0 is what von Oswald et al.
 2022's GD-layer networks implement. Position i of `predict` uses the pairs
 before it only, so each baseline solves P problems per prompt: all of them
-together, from exclusive cumulative sums or prefix-masked designs.
+together, from exclusive cumulative sums, one fit updated point by point
+(least squares, ridge) or dual weights on the prompt's kernel (GD).
 """
 
 import dataclasses
@@ -14,6 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from metalearn.core import checks
+from metalearn.core.episode import Episode
+from metalearn.learners import updated_factor
 from metalearn.learners.prefix_baseline import (PrefixBaseline, apply_weights, example_counts,
                                                 precise_einsum, prefix_grams)
 from metalearn.learners.registry import LEARNERS
@@ -24,44 +27,54 @@ def _earlier(num_points: int) -> jax.Array:
   return jnp.tril(jnp.ones((num_points, num_points), dtype=bool), k=-1)
 
 
-def _prefix_designs(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per prefix, the design [P, P, D] and targets [P, P, O] with later rows zeroed.
+class _UpdatedFit(PrefixBaseline):
+  """Least squares or ridge: one fit per prompt updated point by point (updated_factor.py),
+  which also predicts any number of queries from a context it has fitted once."""
 
-  A zero row adds nothing to a least-squares fit, so row i is prefix i's problem
-  at one fixed shape.
-  """
-  keep = _earlier(x.shape[0])[:, :, None]
-  return jnp.where(keep, x[None], 0.0), jnp.where(keep, y[None], 0.0)
+  def solver(self) -> tuple[float | None, float]:
+    """(the ridge penalty λ, or None for least squares; the new-direction tolerance)."""
+    raise NotImplementedError
+
+  def _fit(self, x: jax.Array, y: jax.Array) -> tuple[updated_factor.Fit, jax.Array]:
+    penalty, rtol = self.solver()
+    start = updated_factor.start_for(x, y, penalty)
+    return updated_factor.fit_pairs(start, x, y, rtol, explore=penalty is None)
+
+  def predict(self, params, episode: Episode) -> jax.Array:
+    """[batch, points, out]; the state is O(D²) per prompt, so every prompt goes at once."""
+    return self._fit(episode.x, episode.y)[1]
+
+  def predict_prompt(self, x, y):
+    return self._fit(x[None], y[None])[1][0]
+
+  def predict_queries(self, params, context: Episode, query_x: jax.Array) -> jax.Array:
+    """[B, M, O]: query_x [B, M, D] through the weights fitted to all of context's pairs."""
+    weights = self._fit(context.x, context.y)[0].weights
+    return precise_einsum("bmd,bdo->bmo", query_x, weights)
 
 
 @LEARNERS.register("least_squares")
 @dataclasses.dataclass(frozen=True)
-class LeastSquares(PrefixBaseline):
+class LeastSquares(_UpdatedFit):
   """Minimum-norm least squares on each prefix, ŵ = X⁺y (Garg et al. 2022).
 
-  Below D examples (or with zero-padded dimensions) the fit is underdetermined
-  and the pseudo-inverse picks the smallest-norm interpolant. It is taken from an
-  SVD of the design itself, not of XᵀX, so float32 keeps the condition number
-  unsquared near k = D; singular values below `rtol`·σ_max count as zero.
+  Below D examples (or with zero-padded dimensions) the fit is underdetermined and the
+  pseudo-inverse picks the smallest-norm interpolant. An input whose component outside the
+  span of the earlier ones is below `rtol`·|x| counts as inside it.
   """
 
-  rtol: float = 1e-5  # singular values below rtol·σ_max are treated as zero
+  rtol: float = 1e-5  # relative size below which an input's new direction counts as none
 
   def __post_init__(self):
     checks.check_positive("least_squares rtol", self.rtol)
 
-  def predict_prompt(self, x, y):
-    design, targets = _prefix_designs(x, y)                  # [P, P, D], [P, P, O]
-    u, s, vt = jnp.linalg.svd(design, full_matrices=False)   # [P, P, R], [P, R], [P, R, D]
-    keep = s > self.rtol * s[:, :1]
-    s_inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    w = precise_einsum("prd,pr,pqr,pqo->pdo", vt, s_inv, u, targets)
-    return apply_weights(x, w)
+  def solver(self):
+    return None, self.rtol
 
 
 @LEARNERS.register("ridge")
 @dataclasses.dataclass(frozen=True)
-class Ridge(PrefixBaseline):
+class Ridge(_UpdatedFit):
   """Ridge regression on each prefix, ŵ = (XᵀX + λI)⁻¹Xᵀy.
 
   With λ = σ²/τ² it is the posterior mean under w ~ N(0, τ²I) and noise σ
@@ -73,10 +86,8 @@ class Ridge(PrefixBaseline):
   def __post_init__(self):
     checks.check_positive("ridge lam", self.lam)
 
-  def predict_prompt(self, x, y):
-    gram, xty = prefix_grams(x, y)
-    w = jnp.linalg.solve(gram + self.lam * jnp.eye(x.shape[1], dtype=x.dtype), xty)
-    return apply_weights(x, w)
+  def solver(self):
+    return self.lam, 0.0  # every direction is explored from the start: no tolerance
 
 
 @LEARNERS.register("averaging")
@@ -131,11 +142,17 @@ class GradientDescent(PrefixBaseline):
     checks.check_positive("gd step_size", self.step_size)
 
   def predict_prompt(self, x, y):
-    gram, xty = prefix_grams(x, y)
+    # ŵ stays in the span of the prefix's inputs, ŵ = X_kᵀa, so GD runs on the dual weights
+    # a (one per earlier pair) with the kernel K = XXᵀ; row i of `a` is prefix i's, and
+    # x_iᵀŵ = Σ_j K_ij a_ij. O(P²) memory instead of P Gram matrices of D².
+    kernel = precise_einsum("pd,qd->pq", x, x)                              # [P, P]
+    earlier = _earlier(x.shape[0])[:, :, None]
     eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None, None]
+    targets = jnp.where(earlier, y[None], 0.0)                              # [P, P, O]
 
-    def step(w, _):
-      return w - eta_over_k * (precise_einsum("pde,peo->pdo", gram, w) - xty), None
+    def step(a, _):
+      fitted = precise_einsum("imo,mj->ijo", a, kernel)
+      return a - eta_over_k * jnp.where(earlier, fitted - y[None], 0.0), None
 
-    w, _ = jax.lax.scan(step, jnp.zeros_like(xty), None, length=self.steps)
-    return apply_weights(x, w)
+    a, _ = jax.lax.scan(step, eta_over_k * targets, None, length=self.steps - 1)
+    return precise_einsum("ijo,ij->io", a, kernel)

@@ -30,6 +30,16 @@ class HiddenStates(Protocol):
     """By name, [layers (+ 1 for the embedding), batch, points, hidden] at the x tokens."""
 
 
+@runtime_checkable
+class PredictsQueries(Protocol):
+  """A learner that fits a context once and then predicts any number of queries from it (least
+  squares, ridge). The implicit-weights analysis asks it for its probes' predictions instead
+  of running one prompt per probe, each solving every prefix when only the last counts."""
+
+  def predict_queries(self, params: Params, context: Episode, query_x: jax.Array) -> jax.Array:
+    """[B, M, O]: each prompt's queries [B, M, D] predicted from all of context's pairs."""
+
+
 def exposes(learner: object, name: str) -> bool:
   """Whether the learner's hidden states include `name` (e.g. "residual")."""
   return isinstance(learner, HiddenStates) and name in learner.intermediate_names()
