@@ -92,6 +92,23 @@ def test_least_squares_with_repeated_inputs_and_unused_dimensions_is_min_norm():
 
 
 @pytest.mark.parametrize("setting", [{"name": "least_squares"}, {"name": "ridge", "lam": 0.5}])
+def test_more_prompts_than_one_chunk_are_each_their_own_fit(setting):
+  """300 prompts go in chunks of 128 and a padded last one: the same predictions as three
+  calls of 100 prompts (one fit each), and as float64 on the well-conditioned positions."""
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((300, 7, 3)).astype(np.float32)
+  y = rng.standard_normal((300, 7, 1)).astype(np.float32)
+  learner = LEARNERS.build(setting)
+  y_hat = np.asarray(_predict(learner, episode_from_arrays(x, y)))
+  alone = np.concatenate([np.asarray(_predict(learner, episode_from_arrays(x[i:i + 100],
+                                                                           y[i:i + 100])))
+                          for i in range(0, 300, 100)])
+  np.testing.assert_allclose(y_hat, alone, rtol=1e-5, atol=1e-5)
+  reference = _every_prefix_float64(x, y, setting.get("lam"))
+  assert np.mean(np.abs(y_hat - reference) < 1e-4) > 0.99
+
+
+@pytest.mark.parametrize("setting", [{"name": "least_squares"}, {"name": "ridge", "lam": 0.5}])
 def test_predicting_queries_from_a_fitted_context_is_the_context_weights(setting):
   rng = np.random.default_rng(3)
   x = rng.standard_normal((5, 12, 6)).astype(np.float32)

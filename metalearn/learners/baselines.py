@@ -27,6 +27,11 @@ def _earlier(num_points: int) -> jax.Array:
   return jnp.tril(jnp.ones((num_points, num_points), dtype=bool), k=-1)
 
 
+# Prompts fitted together by least squares and ridge (zero prompts pad the last chunk: a zero
+# input is no new direction and moves no fit).
+_PROMPTS_PER_FIT = 128
+
+
 class _UpdatedFit(PrefixBaseline):
   """Least squares or ridge: one fit per prompt updated point by point (updated_factor.py),
   which also predicts any number of queries from a context it has fitted once."""
@@ -41,8 +46,17 @@ class _UpdatedFit(PrefixBaseline):
     return updated_factor.fit_pairs(start, x, y, rtol, explore=penalty is None)
 
   def predict(self, params, episode: Episode) -> jax.Array:
-    """[batch, points, out]; the state is O(D²) per prompt, so every prompt goes at once."""
-    return self._fit(episode.x, episode.y)[1]
+    """[batch, points, out], in chunks of prompts whose fits stay in cache (128: ~25% faster
+    than 1,280 at once on a 2-core CPU), each chunk its own batched scan (not a vmap, which
+    would turn the scan's switch to the cheaper step into computing both)."""
+    batch = episode.batch_size
+    if batch <= _PROMPTS_PER_FIT:
+      return self._fit(episode.x, episode.y)[1]
+    chunks = -(-batch // _PROMPTS_PER_FIT)
+    split = lambda a: jnp.pad(a, [(0, chunks * _PROMPTS_PER_FIT - batch)] + [(0, 0)] * (
+        a.ndim - 1)).reshape((chunks, _PROMPTS_PER_FIT) + a.shape[1:])
+    out = jax.lax.map(lambda xy: self._fit(*xy)[1], (split(episode.x), split(episode.y)))
+    return out.reshape((-1,) + out.shape[2:])[:batch]
 
   def predict_prompt(self, x, y):
     return self._fit(x[None], y[None])[1][0]
@@ -129,9 +143,9 @@ class NearestNeighbours(PrefixBaseline):
 class GradientDescent(PrefixBaseline):
   """`steps` steps of gradient descent from w = 0 on L(w) = (1/2k) Σ_{j<k} (wᵀx_j − y_j)².
 
-  The gradient (XᵀX w − Xᵀy)/k needs only the prefix Gram matrices, so every
-  prefix steps together; one step gives ŵ = (η/k) Xᵀy, what one linear
-  self-attention layer computes (von Oswald et al. 2022).
+  From w = 0 the iterates stay in the span of the prefix's inputs, so every prefix
+  steps together on dual weights over the prompt's kernel XXᵀ; one step gives
+  ŵ = (η/k) Xᵀy, what one linear self-attention layer computes (von Oswald et al. 2022).
   """
 
   steps: int = 1           # gradient steps from w = 0

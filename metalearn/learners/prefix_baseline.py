@@ -2,7 +2,8 @@
 
 Position i of a prompt is predicted from the pairs before it only, so a baseline solves P
 problems per prompt, all of them together, from exclusive cumulative sums over the points.
-The baselines of baselines.py and the solvers of gd_solvers.py are built on these.
+The baselines of baselines.py and the solvers of gd_solvers.py are built on these (least
+squares and ridge override `predict`: one fit per prompt, updated point by point).
 """
 
 import functools
@@ -13,8 +14,8 @@ import jax.numpy as jnp
 from metalearn.core.episode import Episode
 from metalearn.learners.base import Learner
 
-# Prompts solved together in one vectorised call; bounds the [P, P, D] buffers
-# of least squares and k-NN (a chunk of 256 at P = 41, D = 20 is ~35 MB).
+# Prompts solved together in one vectorised call; bounds the [P, P, ...] buffers of k-NN and
+# of GD's dual weights (a chunk of 256 at P = 41, D = 20 is ~35 MB for k-NN).
 _PROMPTS_PER_CHUNK = 256
 
 # Baselines are references: full float32 matmuls on accelerators too (no bf16 passes).
