@@ -157,16 +157,19 @@ class GradientDescent(PrefixBaseline):
 
   def predict_prompt(self, x, y):
     # ŵ stays in the span of the prefix's inputs, ŵ = X_kᵀa, so GD runs on the dual weights
-    # a (one per earlier pair) with the kernel K = XXᵀ; row i of `a` is prefix i's, and
+    # a (one per earlier pair) with the kernel K = XXᵀ; row i of a is prefix i's, and
     # x_iᵀŵ = Σ_j K_ij a_ij. O(P²) memory instead of P Gram matrices of D².
     kernel = precise_einsum("pd,qd->pq", x, x)                              # [P, P]
-    earlier = _earlier(x.shape[0])[:, :, None]
-    eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None, None]
-    targets = jnp.where(earlier, y[None], 0.0)                              # [P, P, O]
+    earlier = _earlier(x.shape[0])
+    eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None]
+    if self.steps == 1:                                    # a_ij = (η/i)·y_j
+      return precise_einsum("ij,jo->io", jnp.where(earlier, kernel, 0.0) * eta_over_k, y)
+    targets = y.T[:, None, :]                              # [O, 1, P]: outputs lead, so that
+    a = jnp.where(earlier, targets, 0.0) * eta_over_k      # each step is O kernel products
 
     def step(a, _):
-      fitted = precise_einsum("imo,mj->ijo", a, kernel)
-      return a - eta_over_k * jnp.where(earlier, fitted - y[None], 0.0), None
+      fitted = precise_einsum("oim,mj->oij", a, kernel)
+      return a - eta_over_k * jnp.where(earlier, fitted - targets, 0.0), None
 
-    a, _ = jax.lax.scan(step, eta_over_k * targets, None, length=self.steps - 1)
-    return precise_einsum("ijo,ij->io", a, kernel)
+    a, _ = jax.lax.scan(step, a, None, length=self.steps - 1)
+    return jnp.sum(a * kernel, axis=-1).T
