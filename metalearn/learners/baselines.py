@@ -34,7 +34,8 @@ _PROMPTS_PER_FIT = 128
 
 class _UpdatedFit(PrefixBaseline):
   """Least squares or ridge: one fit per prompt updated point by point (updated_factor.py),
-  which also predicts any number of queries from a context it has fitted once."""
+  which also predicts any number of queries from a context it has fitted once. `predict`
+  fits whole chunks of prompts, so there is no per-prompt `predict_prompt`."""
 
   def solver(self) -> tuple[float | None, float]:
     """(the ridge penalty λ, or None for least squares; the new-direction tolerance)."""
@@ -57,9 +58,6 @@ class _UpdatedFit(PrefixBaseline):
         a.ndim - 1)).reshape((chunks, _PROMPTS_PER_FIT) + a.shape[1:])
     out = jax.lax.map(lambda xy: self._fit(*xy)[1], (split(episode.x), split(episode.y)))
     return out.reshape((-1,) + out.shape[2:])[:batch]
-
-  def predict_prompt(self, x, y):
-    return self._fit(x[None], y[None])[1][0]
 
   def predict_queries(self, params, context: Episode, query_x: jax.Array) -> jax.Array:
     """[B, M, O]: query_x [B, M, D] through the weights fitted to all of context's pairs."""

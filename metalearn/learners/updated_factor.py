@@ -25,13 +25,12 @@ float32 work and batched contractions at the highest precision (accelerators may
 default). A test holds every prefix to a float64 pseudo-inverse and ridge solve.
 """
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-_einsum = functools.partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+from metalearn.learners.prefix_baseline import precise_einsum as _einsum
 
 
 class Fit(NamedTuple):
@@ -118,9 +117,3 @@ def start_for(x: jax.Array, y: jax.Array, ridge: float | None) -> Fit:
     return least_squares_start(*shape, x.dtype)
   return ridge_start(*shape, ridge, x.dtype)
 
-
-def every_prefix(x: jax.Array, y: jax.Array, rtol: float, ridge: float | None = None
-                 ) -> jax.Array:
-  """[B, P, O]: position i predicted from pairs 0..i-1 by minimum-norm least squares (a
-  direction counts as new above rtol·|x|), or by ridge with penalty `ridge` > 0."""
-  return fit_pairs(start_for(x, y, ridge), x, y, rtol, explore=ridge is None)[1]
