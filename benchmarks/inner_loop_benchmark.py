@@ -53,15 +53,17 @@ def our_meta_training(variant: str, inner_steps: int, steps_per_call: int = OUR_
   compiled; and its compile seconds, meta-batch, cost analysis and optimised HLO text."""
   from configs import sinusoid
   from metalearn.engine.runs import build_experiment
-  from metalearn.engine.train_step import init_state, make_train_step, replicate
+  from metalearn.engine.data_parallel import Pmap
+  from metalearn.engine.train_step import init_state
   config = sinusoid.get_config(variant)
   config.model.inner_steps = inner_steps
   config.train.update(steps_per_call=steps_per_call, num_steps=steps_per_call,
                       log_every=steps_per_call, checkpoint_every=steps_per_call)
   experiment = build_experiment(config)
-  state = [replicate(init_state(experiment), 1)]
+  parallel = Pmap(1)
+  state = [parallel.put(init_state(experiment))]
   start = time.perf_counter()
-  compiled = make_train_step(experiment, 1).lower(state[0]).compile()
+  compiled = parallel.train_step(experiment).lower(state[0]).compile()
   compile_s = time.perf_counter() - start
 
   def call():

@@ -76,25 +76,28 @@ def size_config(size: str, steps_per_call: int, batch: int) -> ml_collections.Co
   return config
 
 
-def our_training(config: ml_collections.ConfigDict,
-                 num_devices: int) -> tuple[Callable[[], float], float]:
-  """A callable that runs one host call of our train step (returning the last loss), compiled.
+def our_training(config: ml_collections.ConfigDict, num_devices: int | None,
+                 path: str = "pmap") -> tuple[Callable[[], float], float]:
+  """A callable that runs one host call of our train step (returning the last loss), compiled,
+  on `num_devices` (None: every device of every process) by data-parallel `path`.
 
   Also returns the seconds the first call (tracing, compiling, running) took. The state is
   carried from call to call, as in training.
   """
+  from metalearn.engine.data_parallel import make_data_parallel
   from metalearn.engine.experiment import check_devices
   from metalearn.engine.runs import build_experiment
-  from metalearn.engine.train_step import init_state, make_train_step, replicate
+  from metalearn.engine.train_step import init_state
   experiment = build_experiment(config)
-  check_devices(experiment.train, num_devices)
-  train_step = make_train_step(experiment, num_devices)
-  state = replicate(init_state(experiment), num_devices)
+  parallel = make_data_parallel(path, num_devices)
+  check_devices(experiment.train, parallel.num_devices)
+  train_step = parallel.train_step(experiment)
+  state = parallel.put(init_state(experiment))
 
   def one_call() -> float:
     nonlocal state
     state, metrics = jax.block_until_ready(train_step(state))
-    return float(metrics["loss"][0, -1])
+    return float(parallel.get(metrics)["loss"][-1])
 
   start = time.perf_counter()
   one_call()

@@ -57,6 +57,7 @@ def train_section(**values) -> ml_collections.ConfigDict:
   train.log_every = 500            # steps between metric lines
   train.checkpoint_every = 2000    # steps between checkpoints
   train.keep_checkpoints = 3       # newest checkpoints kept
+  train.data_parallel = "pmap"     # pmap | jit (over a device mesh); engine/data_parallel.py
   train.lock()                     # so that a misspelt field in `values` fails
   train.update(values)
   return train

@@ -39,7 +39,18 @@ _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "print the resolved con
                                   "the overrides) and the config file's variants, then exit")
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for the config, checkpoints, "
                                "metrics and evaluation; an existing run there is resumed")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "one process of a multi-host run: call jax.distributed.initialize() "
+    "first, so that the run trains on every device of every process (README: on a cluster)")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "with --multihost: host:port of process 0's coordinator; "
+    "unset: found by JAX on Cloud TPU, SLURM and Open MPI (or JAX_COORDINATOR_ADDRESS)")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "with --multihost: how many processes the run has; unset: found by "
+    "JAX as --coordinator_address is", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "with --multihost: this process's index, 0 to --num_processes - 1; "
+    "unset: found by JAX as --coordinator_address is", lower_bound=0)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "resume a run under a config that differs from its saved one; "
     "the change and its step are recorded in <workdir>/config_changes.jsonl")
@@ -60,6 +71,15 @@ _HUGEPAGES = cpu_setup.define_hugepages_flag()
 flags.adopt_module_key_flags(config_flag)
 flags.adopt_module_key_flags(cpu_setup)
 flags.mark_flags_as_required(["config"])
+flags.register_multi_flags_validator(
+    ["multihost", "coordinator_address", "num_processes", "process_id"],
+    lambda values: values["multihost"] or all(
+        values[name] is None for name in ("coordinator_address", "num_processes", "process_id")),
+    "--coordinator_address, --num_processes and --process_id are for --multihost runs")
+flags.register_multi_flags_validator(
+    ["num_processes", "process_id"],
+    lambda values: None in values.values() or values["process_id"] < values["num_processes"],
+    "--process_id must be below --num_processes")
 flags.register_multi_flags_validator(
     ["workdir", "print_config"], lambda values: values["workdir"] or values["print_config"],
     "--workdir is required (it may be left out only with --print_config)")
@@ -87,7 +107,8 @@ def main(argv):
   if host_devices:
     cpu_setup.set_host_devices(host_devices)
   if _MULTIHOST.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    log.info("process %d of %d", jax.process_index(), jax.process_count())
   log.info("devices: %s", jax.devices())
   try:
     evaluation = train_and_evaluate(_CONFIG.value, _WORKDIR.value,

@@ -9,7 +9,8 @@ import jax
 import pytest
 
 from metalearn.engine.runs import build_experiment
-from metalearn.engine.train_step import init_state, make_train_step, replicate
+from metalearn.engine.data_parallel import MeshJit, Pmap
+from metalearn.engine.train_step import init_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A deadlocked all-reduce aborts the process after this long, instead of XLA's 40 s.
@@ -17,12 +18,14 @@ _ABORT_AFTER = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=10 "
                 "--xla_cpu_collective_call_terminate_timeout_seconds=30")
 
 
-def test_a_multi_device_cpu_step_returns_finished_work(smoke_config):
+@pytest.mark.parametrize("path", [Pmap, MeshJit])
+def test_a_multi_device_cpu_step_returns_finished_work(smoke_config, path):
   # The deadlock needs a second call dispatched while the first still runs: the step must not
   # return before its work is done.
   experiment = build_experiment(smoke_config)
-  step = make_train_step(experiment, 2)
-  state, metrics = step(replicate(init_state(experiment), 2))
+  parallel = path(2)
+  step = parallel.train_step(experiment)
+  state, metrics = step(parallel.put(init_state(experiment)))
   assert all(leaf.is_ready() for leaf in jax.tree.leaves((state, metrics)))
   state, metrics = step(state)
   assert all(leaf.is_ready() for leaf in jax.tree.leaves((state, metrics)))

@@ -32,7 +32,7 @@ def _run(launcher, *arguments):
     ("linear_regression.py:smoke", "--config.train.lerning_rate=0.1",
      "metalearn: --config.train.lerning_rate: config section 'train' has no field "
      "'lerning_rate' (did you mean \"learning_rate\"?); allowed: batch_size, checkpoint_every, "
-     "grad_clip, "),
+     "data_parallel, grad_clip, "),
     ("nope.py", None, "metalearn: --config: no config file '{configs}/nope.py'; the config "
                       "files: {configs}/fewshot.py, {configs}/gd_layers.py, "
                       "{configs}/linear_regression.py, {configs}/sinusoid.py\n"),

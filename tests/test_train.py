@@ -15,7 +15,8 @@ from metalearn.engine.experiment import ConfigError
 from metalearn.engine.runs import build_experiment
 from metalearn.engine.runs import load_run
 from metalearn.engine.train import train_and_evaluate
-from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
+from metalearn.engine.data_parallel import Pmap
+from metalearn.engine.train_step import init_state
 
 
 def _losses(workdir):
@@ -33,11 +34,12 @@ def test_one_and_two_devices_give_the_same_parameters(smoke_config):
   experiment = build_experiment(smoke_config)
   params = {}
   for devices in (1, 2):
-    step = make_train_step(experiment, devices)
-    state = replicate(init_state(experiment), devices)
+    parallel = Pmap(devices)
+    step = parallel.train_step(experiment)
+    state = parallel.put(init_state(experiment))
     for _ in range(2):
       state, metrics = step(state)
-    params[devices] = unreplicate(state).params
+    params[devices] = parallel.get(state).params
     assert metrics["loss"].shape == (devices, smoke_config.train.steps_per_call)
   for a, b in zip(jax.tree.leaves(params[1]), jax.tree.leaves(params[2]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # summation order differs
@@ -151,19 +153,22 @@ def test_a_log_step_is_read_only_after_the_next_call_is_dispatched(smoke_config,
                                                                     monkeypatch):
   events, outputs = [], []
 
-  def watched_train_step(experiment, num_devices):
-    step = make_train_step(experiment, num_devices)
+  class WatchedPmap(Pmap):
+    def train_step(self, experiment):
+      step = super().train_step(experiment)
 
-    def call(state):
-      events.append(("dispatch", len(outputs)))
-      state, metrics = step(state)
-      outputs.append(metrics)
-      return state, {name: _Watched(v, len(outputs) - 1, events) for name, v in metrics.items()}
-    return call
+      def call(state):
+        events.append(("dispatch", len(outputs)))
+        state, metrics = step(state)
+        outputs.append(metrics)
+        return state, {name: _Watched(v, len(outputs) - 1, events) for name, v in metrics.items()}
+      return call
+
+    def get(self, tree):
+      return jax.tree.map(lambda a: np.asarray(a)[0], tree)
 
   # One device, whose calls are dispatched ahead (several CPU devices wait for each call).
-  monkeypatch.setattr(jax, "local_device_count", lambda: 1)
-  monkeypatch.setattr(train_module, "make_train_step", watched_train_step)
+  monkeypatch.setattr(train_module, "make_data_parallel", lambda name: WatchedPmap(1))
   smoke_config.train.update(num_steps=20, steps_per_call=5, log_every=5, checkpoint_every=20)
   workdir = str(tmp_path / "run")
   _, finished = train_module.train(build_experiment(smoke_config), workdir, writer_names=())

@@ -212,6 +212,10 @@ class Checkpoints:
   checksums item but cannot produce it is damaged.
 
   `read_only`: restores only (as `load_run` does): nothing is saved or moved.
+
+  In a run of several processes (`jax.distributed`), every process saves and restores, as orbax
+  needs: orbax writes each replicated array once, from process 0, and waits for all of them.
+  Only process 0 moves a damaged checkpoint aside.
   """
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
@@ -326,6 +330,13 @@ class Checkpoints:
     if self._read_only:
       log.warning("checkpoint at step %d is damaged (%s); trying the one before it", step,
                   _reason(error))
+      return
+    if jax.process_index() != 0:
+      # Process 0 moves it; every process reopens its manager, as orbax's may wait for all.
+      log.warning("checkpoint at step %d is damaged (%s); process 0 moves it aside, trying the "
+                  "one before it", step, _reason(error))
+      self._manager.close()
+      self._manager = self._open()
       return
     os.makedirs(self.damaged_directory, exist_ok=True)
     # A step damaged a second time (after a restart) must not land inside the first one.

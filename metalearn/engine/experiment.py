@@ -12,6 +12,7 @@ from metalearn.tasks import TaskFamily, make_task
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "warmup_cosine")
+DATA_PARALLEL = ("pmap", "jit")  # engine/data_parallel.py: the two ways a step runs on many devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,11 +31,13 @@ class TrainConfig:
   log_every: int
   checkpoint_every: int
   keep_checkpoints: int
+  data_parallel: str
 
   def __post_init__(self):
     check_positive("train.learning_rate", self.learning_rate, name_kind=False)
     check_one_of("train.optimizer", self.optimizer, OPTIMIZERS)
     check_one_of("train.schedule", self.schedule, SCHEDULES)
+    check_one_of("train.data_parallel", self.data_parallel, DATA_PARALLEL)
     for name in ("batch_size", "num_steps", "steps_per_call", "log_every", "checkpoint_every",
                  "keep_checkpoints"):
       check_int(f"train.{name}", getattr(self, name), 1, name_kind=False)
@@ -209,7 +212,7 @@ def _check_context(learner: Learner, points: int, loss_from: int) -> None:
 
 
 def check_devices(train: TrainConfig, num_devices: int) -> None:
-  """The global batch must split evenly over the devices that train it."""
+  """The global batch must split evenly over the devices that train it (of every process)."""
   if train.batch_size % num_devices:
     raise ValueError(f"train.batch_size={train.batch_size} must be a multiple of the "
                      f"{num_devices} devices")

@@ -12,16 +12,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from metalearn.evaluation import plots, prompts, shots, tables
 from metalearn.evaluation.scores import Evaluation, evaluate_learners
 from metalearn.engine import log_window, metric_writers, progress
 from metalearn.engine.checkpoints import Checkpoints
+from metalearn.engine.data_parallel import make_data_parallel
 from metalearn.engine.experiment import ConfigError, Experiment, check_devices
 from metalearn.learners import make_baseline
 from metalearn.engine.resume import Resumption, resume
 from metalearn.engine.runs import build_experiment
-from metalearn.engine.train_step import init_state, make_train_step, replicate, unreplicate
+from metalearn.engine.train_step import init_state
 from metalearn.engine.workdir import (EVAL_DIR, WorkdirLock, check_config, record_config_change,
                                       save_config)
 
@@ -65,20 +67,26 @@ def train(experiment: Experiment, workdir: str,
   first); None: read here. Damaged checkpoints are set aside and the newest good one is
   resumed; if every one is damaged, raises DamagedCheckpointsError before anything runs or is
   rewritten, unless `restart_if_damaged`: then the run starts over from step 0.
+
+  The run uses every device of every process (`jax.distributed`), on the path that
+  `train.data_parallel` names; each process must call this alike. Only process 0 writes the
+  metrics and their windows; every process takes part in the checkpoints (orbax's rule).
   """
   train_cfg = experiment.train
-  num_devices = jax.local_device_count()
-  check_devices(train_cfg, num_devices)
+  parallel = make_data_parallel(train_cfg.data_parallel)
+  check_devices(train_cfg, parallel.num_devices)
+  writes = jax.process_index() == 0
   if start is None:
     start = resume(experiment, workdir, restart_if_damaged)
   # Only a fresh start compiles and runs the init; a resume has its state from the checkpoint.
   state = init_state(experiment) if start.state is None else start.state
   step = start.step
   last_saved = None if start.state is None else step
-  start.metrics.rewind(step)
+  if writes:
+    start.metrics.rewind(step)
 
-  train_step = make_train_step(experiment, num_devices)
-  replicated = replicate(state, num_devices)
+  train_step = parallel.train_step(experiment)
+  replicated = parallel.put(state)
   window = log_window.resume_window(workdir, step, train_cfg.log_every)
   # `pending`: the host calls whose metrics are not read yet, each with the time it was seen
   # done (None: not yet); `row_due`: a log step whose row is written once the next call is
@@ -87,8 +95,9 @@ def train(experiment: Experiment, workdir: str,
   checkpoints = Checkpoints(workdir, keep=train_cfg.keep_checkpoints)
   writers = []
   try:
-    writers = metric_writers.open_writers(workdir, start.metrics.path, writer_names,
-                                          resume_step=step)
+    if writes:
+      writers = metric_writers.open_writers(workdir, start.metrics.path, writer_names,
+                                            resume_step=step)
     rows = _Rows(writers, train_cfg.num_steps)
     with _Preemption() as preemption, \
         progress.progress_bar(train_cfg.num_steps, step) as bar:
@@ -103,13 +112,14 @@ def train(experiment: Experiment, workdir: str,
         step += train_cfg.steps_per_call
         bar.update(train_cfg.steps_per_call)
         if row_due is not None:
-          done_at = _read(pending, window, last_saved)
+          done_at = _read(pending, window, last_saved, parallel.get)
           window, row_due = rows.write(row_due, window, done_at), None
         # A call that returns done (the first, or any on several CPU devices, which wait for
         # each call) is timed now, not when it is read after the next one.
         pending.append((metrics, time.perf_counter()
                         if jax.tree.leaves(metrics)[0].is_ready() else None))
-        stopping = preemption.requested or (should_stop is not None and should_stop(step))
+        stopping = _on_every_process(
+            preemption.requested or (should_stop is not None and should_stop(step)))
         # Rows follow the step count: a stop or a checkpoint between two of them writes no
         # row; its steps so far are saved with the checkpoint and go into the next row.
         at_log = step % train_cfg.log_every == 0 or step == train_cfg.num_steps
@@ -119,29 +129,39 @@ def train(experiment: Experiment, workdir: str,
           continue
         # A checkpoint needs the state, so here the host waits for the call; every step's
         # loss is checked before the params are saved.
-        done_at = _read(pending, window, last_saved)
+        done_at = _read(pending, window, last_saved, parallel.get)
         if at_log:
           window = rows.write(step, window, done_at)
-        if window.num_steps:
+        if window.num_steps and writes:
           window.save(workdir, step)  # before the checkpoint that needs it
-        checkpoints.save(step, unreplicate(replicated))
+        checkpoints.save(step, parallel.get(replicated))
         last_saved = step
-        log_window.prune_windows(workdir, checkpoints.steps)
+        if writes:
+          log_window.prune_windows(workdir, checkpoints.steps)
         if stopping:
           log.info("stopping at step %d on request; the checkpoint is saved", step)
           break
   finally:
     metric_writers.close_writers(writers)
     checkpoints.close()
-  return unreplicate(replicated).params, step >= train_cfg.num_steps
+  return parallel.get(replicated).params, step >= train_cfg.num_steps
+
+
+def _on_every_process(stopping: bool) -> bool:
+  """Whether any process of the run stops here: all must stop at the same step, as each
+  checkpoint and each step waits for every process (SIGTERM may reach them calls apart)."""
+  if jax.process_count() == 1:
+    return stopping
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(stopping))))
 
 
 def _read(pending: list[tuple[dict[str, jax.Array], float | None]],
-          window: log_window.LogWindow, last_saved: int | None) -> float:
-  """Moves the pending calls' metrics into `window` (waiting for them) and stops on a NaN;
-  returns the time the last of them was seen done."""
+          window: log_window.LogWindow, last_saved: int | None,
+          to_host: Callable[[Any], Any]) -> float:
+  """Moves the pending calls' metrics into `window` (waiting for them; `to_host` brings them to
+  the host) and stops on a NaN; returns the time the last of them was seen done."""
   for metrics, _ in pending:
-    window.add({name: np.asarray(values[0]) for name, values in metrics.items()})
+    window.add(to_host(metrics))
   done_at = pending[-1][1]
   if done_at is None:  # not seen done when it was dispatched; done now that it has been read
     done_at = time.perf_counter()
@@ -182,7 +202,8 @@ class _Rows:
     return log_window.LogWindow(step + 1)
 
 
-def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> Evaluation:
+def evaluate_run(experiment: Experiment, params: Any, workdir: str, write: bool = True
+                 ) -> Evaluation:
   """Scores the learner and its baselines on the same held-out prompts; writes CSV/JSON/PNG.
 
   A prefix learner is scored by normalised error against the number of examples (one
@@ -190,6 +211,7 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> Evaluatio
   task with a fixed support set (few-shot episodes), by the loss and metrics of its
   queries, each predicted from that context alone, with 95% intervals, once per
   evaluation variant (inner-step count), beside its baselines on the same queries.
+  `write`: False scores without writing (the processes of a multi-host run other than 0).
   """
   cfg = experiment.eval
   task = experiment.eval_task
@@ -203,6 +225,8 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str) -> Evaluatio
   evaluation = evaluate_learners(learners, task, episode, cfg.batch_size,
                                  by_shots=context is None,
                                  contexts=() if context is None else (context,))
+  if not write:
+    return evaluation
   if context is not None:
     tables.write_query_table(evaluation.queries, directory)
     plots.plot_query_errors(evaluation.queries, "loss",
@@ -231,6 +255,11 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
   A change the checkpoint cannot take (a model size) raises CheckpointMismatchError, and the
   run is left as it was. The directory is held by this call until it returns.
 
+  Across the processes of a multi-host run (`jax.distributed.initialize` first), every process
+  calls this with the same config and work directory: they train one run on all their devices,
+  each holds its own lock file, process 0 alone writes the config, metrics and evaluation, and
+  all of them check that they resume from the same step.
+
   `writers` names where rows of metrics go beside metrics.jsonl (metric_writers.WRITERS);
   an unknown one, or one whose package is missing, raises ValueError first.
 
@@ -244,7 +273,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
   experiment = build_experiment(config)
   metric_writers.check_writers(writers)
   try:
-    check_devices(experiment.train, jax.local_device_count())
+    check_devices(experiment.train, jax.device_count())
   except ValueError as error:
     raise ConfigError(str(error)) from error
   with WorkdirLock(workdir, process=jax.process_index()):
@@ -252,11 +281,15 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
     # Read once, before the run's files are written: a damaged metrics line, checkpoints that
     # are all damaged, or one that does not fit a changed config stop the launch here.
     start = resume(experiment, workdir, restart_if_damaged)
-    if changes is None:
+    writes = jax.process_index() == 0
+    if jax.process_count() > 1:
+      multihost_utils.assert_equal(start.step, "the processes of this run resume from different "
+                                   "steps (do they share one work directory?)")
+    if changes is None and writes:
       save_config(workdir, config)
-    elif changes:
+    elif changes and writes:
       record_config_change(workdir, start.step, changes)
     params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged, start)
     if not finished:
       return None
-    return evaluate_run(experiment, params, workdir)
+    return evaluate_run(experiment, params, workdir, write=writes)

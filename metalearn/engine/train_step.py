@@ -1,18 +1,16 @@
-"""The one training step every learner shares, scanned and mapped over devices."""
+"""The one training step every learner shares, written once for both data-parallel paths
+(`data_parallel`: pmap and jit over a mesh)."""
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
 import flax.struct
 import jax
-import numpy as np
 import jax.numpy as jnp
 import optax
 
 from metalearn.engine.experiment import Experiment, TrainConfig
-
-AXIS = "devices"
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -54,50 +52,62 @@ def init_state(experiment: Experiment) -> TrainState:
 
 
 def abstract_state(experiment: Experiment) -> TrainState:
-  """The train state's shapes, dtypes and placement (on the first device): all a restore needs.
+  """The train state's shapes, dtypes and placement (on this process's first device): all a
+  restore needs.
 
   Traced with `jax.eval_shape`: `init_state` is neither compiled nor run.
   """
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
                       jax.eval_shape(lambda: init_state(experiment)))
 
 
-def make_train_step(experiment: Experiment, num_devices: int
-                    ) -> Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]:
-  """Returns the pmapped function that takes `steps_per_call` training steps.
+@dataclasses.dataclass(frozen=True)
+class Shards:
+  """How one step's global batch is split, for the step body that both paths share.
 
-  Its input and output states are replicated over `num_devices` devices
-  (leading axis); its metrics are [devices, steps_per_call] per name (identical
-  across devices). Every step draws the global batch from per-prompt keys of
-  fold_in(rng, step), and each device takes its slice of those keys, so the same
-  seed gives the same data on any number of devices.
+  `count`: the shards one call of the body sees apart (the pmapped devices; 1 under jit, whose
+  body sees the global batch and lets XLA split it). `local`: this shard's rows of a global
+  [batch, ...] array. `total`: a pytree summed over the shards (psum; the identity under jit).
+  """
+  count: int
+  local: Callable[[jax.Array], jax.Array]
+  total: Callable[[Any], Any]
+
+
+def scanned_steps(experiment: Experiment, shards: Shards
+                  ) -> Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]:
+  """The body of every training call: `steps_per_call` steps in one `lax.scan`.
+
+  Each step draws the global batch from per-prompt keys of fold_in(rng, step), and a shard
+  takes its rows of those keys, so that the same seed gives the same data on any number of
+  devices and processes. The loss and metrics are sums over the global batch divided by its
+  count of points, whatever the split: each shard's sums are totalled before dividing.
   """
   task, learner, train = experiment.task, experiment.learner, experiment.train
   optimizer = make_optimizer(train)
-  local_batch = train.batch_size // num_devices
-
   counted = (jnp.arange(experiment.points) >= experiment.loss_from).astype(jnp.float32)
 
-  def loss_fn(params, episode):
+  def loss_fn(params, episode, mask, count):
     y_hat, surrogate = learner.training_terms(params, episode)
     per_point = task.loss(y_hat, episode.y)                              # [batch, points]
-    mask = episode.mask * counted
-    count = jnp.sum(mask)
-    loss = jnp.sum(per_point * mask) / count
-    normalised = jnp.sum(per_point / episode.zero_loss[:, None] * mask) / count
-    extra = {name: jnp.sum(value * mask) / count
-             for name, value in task.metrics(y_hat, episode.y).items()}
-    return loss + surrogate, {"loss": loss, "normalised_loss": normalised, **extra}
+    sums = {"loss": jnp.sum(per_point * mask),
+            "normalised_loss": jnp.sum(per_point / episode.zero_loss[:, None] * mask),
+            **{name: jnp.sum(value * mask)
+               for name, value in task.metrics(y_hat, episode.y).items()}}
+    # A surrogate is a mean over this shard's prompts; the shards' equal shares make it the
+    # global batch's mean once totalled.
+    return sums["loss"] / count + surrogate / shards.count, sums
 
   def one_step(state: TrainState, _):
     keys = jax.random.split(jax.random.fold_in(state.rng, state.step), train.batch_size)
-    local_keys = jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(AXIS) * local_batch,
-                                              local_batch)
     active_dims, active_points = experiment.curriculum(state.step)
-    episode = task.sample_keys(local_keys, experiment.points, active_dims, active_points)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, episode)
-    grads, metrics = jax.lax.pmean((grads, metrics), AXIS)
+    episode = task.sample_keys(shards.local(keys), experiment.points, active_dims, active_points)
+    mask = episode.mask * counted
+    count = shards.total(jnp.sum(mask))
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params, episode, mask, count)
+    grads, sums = shards.total((grads, sums))
+    metrics = {name: value / count for name, value in sums.items()}
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
@@ -106,36 +116,4 @@ def make_train_step(experiment: Experiment, num_devices: int
   def many_steps(state: TrainState):
     return jax.lax.scan(one_step, state, None, length=train.steps_per_call)
 
-  devices = jax.local_devices()[:num_devices]
-  stepped = jax.pmap(many_steps, axis_name=AXIS, devices=devices, donate_argnums=0)
-  if num_devices == 1 or devices[0].platform != "cpu":
-    return stepped
-  return functools.partial(_one_call_in_flight, stepped)
-
-
-def _one_call_in_flight(stepped: Callable[[TrainState], Any], state: TrainState) -> Any:
-  """Runs a multi-device CPU step and waits for it before the next can be dispatched.
-
-  XLA's CPU client deadlocks when calls with collectives are dispatched ahead: a launch of one
-  device's share waits for a free slot of that device's in-flight limit while holding a worker
-  thread, and the other device's share, already running, waits in the all-reduce for it until
-  XLA aborts the process (exit 134, "Termination timeout for 'all reduce ...'"; seen with gdb,
-  jaxlib 0.10.2, 2 host devices on 2 cores). One call in flight never needs a second slot. Each
-  call runs `steps_per_call` steps, so the host wait costs one dispatch per call.
-  """
-  return jax.block_until_ready(stepped(state))
-
-
-def replicate(tree: Any, num_devices: int) -> Any:
-  """Copies a pytree onto the first `num_devices` local devices (leading axis).
-
-  The copies are laid out exactly as the train step's outputs are, so feeding
-  its own output back in never recompiles it.
-  """
-  stacked = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (num_devices,) + np.shape(a)), tree)
-  return jax.pmap(lambda t: t, axis_name=AXIS, devices=jax.local_devices()[:num_devices])(stacked)
-
-
-def unreplicate(tree: Any) -> Any:
-  """The first device's copy of a replicated pytree."""
-  return jax.tree.map(lambda a: np.asarray(a[0]), tree)
+  return many_steps

@@ -23,6 +23,9 @@ CONFIG_CHANGES_FILE = "config_changes.jsonl"  # one line per relaunch that chang
 METRICS_FILE = "metrics.jsonl"              # one line per logged step
 EVAL_DIR = "eval"                           # the final evaluation's tables and plots
 LOCK_FILE = "lock"                          # the pid of the process holding the directory
+# Config fields added after runs were saved without them, with the value those runs trained under:
+# a saved config that lacks one reads as having it, so that relaunching an older run resumes it.
+FIELDS_ADDED = {"train.data_parallel": "pmap"}
 
 
 class WorkdirError(Exception):
@@ -221,6 +224,9 @@ def config_in_effect(directory: str) -> dict[str, Any] | None:
       flat = _flatten(json.load(f))
     except json.JSONDecodeError as error:
       raise WorkdirError(f"{path} is damaged ({error.msg} at line {error.lineno})") from error
+  if any(field.startswith("train.") for field in flat):
+    for field, value in FIELDS_ADDED.items():
+      flat.setdefault(field, value)
   for record in read_config_changes(directory):
     for change in record["changes"]:
       if "new" in change:
