@@ -3,11 +3,14 @@
     python -m benchmarks.benchmark --sizes=tiny,small,standard --output=benchmarks/RESULTS.md
     python -m benchmarks.benchmark --suite=inner_loop --output=benchmarks/RESULTS.md
     python -m benchmarks.benchmark --suite=compare --output=benchmarks/RESULTS.md
+    python -m benchmarks.benchmark --suite=scaling --calls=3 --output=benchmarks/RESULTS.md
 
 `--suite=inner_loop` times meta-training on the sinusoid and measures meta-gradient memory
 (see benchmarks/inner_loop_benchmark.py); `--suite=compare` times scoring a learner on Garg et
-al.'s 1,280 held-out prompts (see benchmarks/compare_benchmark.py); the rest of this docstring is
-the transformer suite.
+al.'s 1,280 held-out prompts (see benchmarks/compare_benchmark.py); `--suite=scaling` times the
+tiny, small and standard transformers and MAML on 1 and 2 devices and 2 processes, on both
+data-parallel paths (see benchmarks/scaling_benchmark.py; --sizes picks among tiny, small,
+standard, maml); the rest of this docstring is the transformer suite.
 
 The transformer suite (the default) times our train step and Garg et al.'s PyTorch code
 alternately in the same run (see benchmarks/transformer_benchmark.py).
@@ -37,11 +40,13 @@ MARKERS = {"transformer": ("<!-- benchmark:begin -->", "<!-- benchmark:end -->")
                           "<!-- benchmark-inner-loop:end -->"),
            "compare": ("<!-- benchmark-compare:begin -->", "<!-- benchmark-compare:end -->"),
            "baselines": ("<!-- benchmark-baselines:begin -->",
-                         "<!-- benchmark-baselines:end -->")}
+                         "<!-- benchmark-baselines:end -->"),
+           "scaling": ("<!-- benchmark-scaling:begin -->", "<!-- benchmark-scaling:end -->")}
 
 _SUITE = flags.DEFINE_enum("suite", "transformer", list(MARKERS), "what to time: the "
                            "transformer sizes, the MAML family (speed and memory), the "
-                           "comparison's evaluation, or the baselines at every prefix")
+                           "comparison's evaluation, the baselines at every prefix, or "
+                           "steps/s over devices, paths and processes")
 _SIZES = flags.DEFINE_list("sizes", ["tiny", "small", "standard"], "sizes to time: tiny, small, "
                            "standard")
 _CALLS = flags.DEFINE_integer("calls", 5, "timed host calls per size (after 2 warm-up calls)")
@@ -160,16 +165,37 @@ def baselines_suite() -> str:
   return "\n".join(lines) + "\n"
 
 
+def scaling_suite() -> str:
+  """Steps/s of each model on 1 and 2 devices and 2 processes, pmap and jit."""
+  from benchmarks import scaling_benchmark as bench
+  unknown = [m for m in _SIZES.value if m not in bench.MODELS]
+  if unknown:
+    raise app.UsageError(f"unknown model(s) {unknown}; allowed: {', '.join(bench.MODELS)}")
+  models = _SIZES.value if _SIZES.present else list(bench.MODELS)
+  load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+  measured = bench.rows(models, _CALLS.value)
+  lines = [f"### Scaling: {machine_line(1)} (before: {load_before})", "",
+           "Steps/s of our train step (batch 64, 41 points, d = 20; MAML: the sinusoid, meta-"
+           f"batch {bench.MAML_BATCH}, 1 inner step, second order), median of "
+           f"{_CALLS.value} host calls after one untimed call (range in brackets; × the same "
+           "path's 1-device rate); steps per call: "
+           + ", ".join(f"{m} {bench.STEPS_PER_CALL[m]}" for m in models) + ".", ""]
+  lines += bench.table(measured)
+  if _NOTE.value:
+    lines += ["", f"- {_NOTE.value}"]
+  return "\n".join(lines) + "\n"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _SUITE.value in ("inner_loop", "compare", "baselines"):
+  if _SUITE.value in ("inner_loop", "compare", "baselines", "scaling"):
     if _HUGEPAGES.value and _SUITE.value != "inner_loop":
       cpu_setup.use_hugepages()
     global jax
     import jax
     block = {"inner_loop": inner_loop_suite, "compare": compare_suite,
-             "baselines": baselines_suite}[_SUITE.value]()
+             "baselines": baselines_suite, "scaling": scaling_suite}[_SUITE.value]()
     print(block)
     if _OUTPUT.value:
       write(_OUTPUT.value, block, _APPEND.value, _SUITE.value)
