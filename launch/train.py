@@ -125,6 +125,8 @@ def main(argv):
     sys.exit(PREEMPTED_EXIT_CODE)
   for line in _result_lines(evaluation, _CONFIG.value.task.get("dim")):
     log.info("%s", line)
+  if jax.process_index():  # process 0 wrote the evaluation
+    return
   directory = os.path.join(_WORKDIR.value, EVAL_DIR)
   log.info("wrote %s", ", ".join(os.path.join(directory, name)
                                  for name in sorted(os.listdir(directory))))
