@@ -37,18 +37,10 @@ WARMUP_ROUNDS = 2
 
 
 def step_flops(hidden: int, layers: int, dim: int, out: int, batch: int, points: int) -> float:
-  """Model FLOPs of one training step: forward matmuls and attention, backward = 2x forward.
-
-  forward = 2 · (weights in matmuls) · tokens + layers · 2 · 2 · T² · hidden per sequence,
-  where T = 2·points tokens, weights in matmuls = dim·hidden (read-in) + 12·hidden²·layers
-  (qkv 3h², out h², MLP 8h²) and the read-out hidden·out on the `points` x tokens only;
-  the attention term is QKᵀ and AV over the full T×T square (as computed, mask or not).
-  Biases, LayerNorm, softmax, GELU and the optimizer are left out (well under 1%).
-  """
-  tokens = 2 * points
-  matmul = 2 * batch * (tokens * (dim * hidden + 12 * hidden**2 * layers) + points * hidden * out)
-  attention = 2 * 2 * tokens**2 * hidden * layers * batch
-  return 3.0 * (matmul + attention)
+  """Model FLOPs of one training step: the forward pass of every prompt (counted as
+  analysis/exchange_rate.transformer_forward_flops says), backward = 2x forward."""
+  from metalearn.analysis.exchange_rate import transformer_forward_flops
+  return 3.0 * batch * transformer_forward_flops(hidden, layers, dim, out, points)
 
 
 def matmul_peak(n: int, repeats: int = 10) -> float:

@@ -1,0 +1,82 @@
+"""The exchange rate between context and training: one step for the GD construction, in closed
+form; fine-tuning curves of a transformer; the FLOP break-even."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from episodes import episode_from_arrays
+from metalearn.analysis.exchange_rate import (break_even_queries, errors_by_step,
+                                              fewest_steps, fine_tuning_flops, linear_model,
+                                              transformer_adaptable)
+from metalearn.learners import make_learner
+from metalearn.learners.fine_tuning import all_weights, lora, zero_shot
+
+DIM, N, QUERIES = 4, 20, 30
+
+
+def _half_squared(y_hat, y):  # the loss whose GD step the construction takes: (1/2N) Σ (ŷ − y)²
+  return 0.5 * jnp.sum(jnp.square(y_hat - y), axis=-1)
+
+
+def _task(seed):
+  rng = np.random.default_rng(seed)
+  w = rng.normal(size=(DIM, 1))
+  x = rng.normal(size=(N + QUERIES, DIM)).astype(np.float32)
+  return x, (x @ w).astype(np.float32)
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.8])
+def test_the_gd_construction_is_worth_exactly_one_gd_step(eta):
+  x, y = _task(0)
+  learner = make_learner({"name": "gd_layers", "init_from": "gd", "init_step_size": eta,
+                          "context_points": N})
+  params = learner.construct(DIM, eta)
+  in_context = np.asarray(learner.predict(params, episode_from_arrays(x[None], y[None])))[0, N:]
+  in_context_error = float(np.mean(0.5 * np.sum((in_context - y[N:]) ** 2, axis=-1)))
+  errors = np.asarray(errors_by_step(linear_model(DIM), x[:N], y[:N], x[N:], y[N:], steps=4,
+                                     optimizer=optax.sgd(eta), loss=_half_squared))
+  # Step 1 is the construction's prediction (w = (η/N) Σ x_i y_i), in float64 too.
+  w = eta / N * x[:N].astype(np.float64).T @ y[:N]
+  np.testing.assert_allclose(errors[1], np.mean(0.5 * (x[N:] @ w - y[N:]) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(errors[1], in_context_error, rtol=1e-5)
+  assert errors[0] > in_context_error * 1.05  # zero steps (w = 0) is worse than the context
+  assert fewest_steps(in_context_error, errors, rtol=1e-5) == 1
+
+
+def test_fewest_steps_says_when_the_budget_does_not_reach():
+  assert fewest_steps(0.5, np.array([1.0, 0.8, 0.6])) is None
+  assert fewest_steps(0.5, np.array([1.0, 0.5, 0.2])) == 1
+  assert fewest_steps(1.0, np.array([1.0, 0.5])) == 0
+
+
+@pytest.mark.parametrize("how", ["all", "lora"])
+def test_a_transformer_fine_tunes_on_its_context_from_its_zero_shot_error(how):
+  learner = make_learner({"name": "transformer", "hidden": 16, "num_layers": 1, "num_heads": 2,
+                          "max_points": 8})
+  x, y = _task(1)
+  params = learner.init(jax.random.PRNGKey(0), episode_from_arrays(x[None, :8], y[None, :8]))
+  trainable = all_weights(params) if how == "all" else lora(params, rank=2, seed=0)
+  adaptable = transformer_adaptable(learner, trainable)
+  loss = lambda y_hat, t: jnp.sum(jnp.square(y_hat - t), axis=-1)
+  context, queries = slice(0, 5), slice(N, N + QUERIES)
+  errors = np.asarray(errors_by_step(adaptable, x[context], y[context], x[queries], y[queries],
+                                     steps=3, optimizer=optax.adam(1e-2), loss=loss))
+  zero = np.asarray(zero_shot(learner, params, x[queries]))
+  np.testing.assert_allclose(errors[0], np.mean(np.sum((zero - y[queries]) ** 2, -1)),
+                             rtol=1e-5)
+  # Fitting the context itself: its own error falls with the steps.
+  fit = np.asarray(errors_by_step(adaptable, x[context], y[context], x[context], y[context],
+                                  steps=30, optimizer=optax.adam(1e-2), loss=loss))
+  assert fit.shape == (31,) and fit[-1] < 0.5 * fit[0]
+
+
+def test_fine_tuning_pays_off_after_its_cost_over_the_context_per_query():
+  # 10 steps on 4 one-point prompts of 100 FLOPs: 3 · 100 · 4 · 10 = 12,000 FLOPs; each query
+  # read with its context costs 500 instead of 100: after 12,000 / 400 = 30 queries.
+  cost = fine_tuning_flops(100.0, examples=4, steps=10)
+  assert cost == 12_000.0
+  assert break_even_queries(cost, 500.0, 100.0) == 30.0
+  assert break_even_queries(cost, 100.0, 100.0) == float("inf")
