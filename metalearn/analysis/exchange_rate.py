@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from metalearn.learners.base import Params
-from metalearn.learners.fine_tuning import Trainable, zero_shot
+from metalearn.learners.fine_tuning import Trainable, descend, zero_shot
 from metalearn.learners.transformer import Transformer
 
 Loss = Callable[[jax.Array, jax.Array], jax.Array]  # per point, as metalearn.core.losses
@@ -62,18 +62,9 @@ def errors_by_step(adaptable: Adaptable, x_context: jax.Array, y_context: jax.Ar
   def context_loss(leaves):
     return jnp.mean(loss(adaptable.predict(leaves, x_context), y_context))
 
-  def step(carry, _):
-    leaves, opt_state = carry
-    grads = jax.grad(context_loss)(leaves)
-    if adaptable.grad_mask is not None:
-      grads = jax.tree.map(jnp.multiply, grads, adaptable.grad_mask)
-    updates, opt_state = optimizer.update(grads, opt_state, leaves)
-    leaves = optax.apply_updates(leaves, updates)
-    return (leaves, opt_state), query_error(leaves)
-
-  start = adaptable.start
-  _, later = jax.lax.scan(step, (start, optimizer.init(start)), None, length=steps)
-  return jnp.concatenate([query_error(start)[None], later])
+  _, later = descend(context_loss, adaptable.start, adaptable.grad_mask, steps=steps,
+                     optimizer=optimizer, observe=query_error)
+  return jnp.concatenate([query_error(adaptable.start)[None], later])
 
 
 def fewest_steps(in_context_error: float, errors: np.ndarray, rtol: float = 0.0) -> int | None:

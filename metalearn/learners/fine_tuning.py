@@ -10,7 +10,7 @@ as the key and value projections Dai et al. fine-tune), or low-rank adapters (Lo
 """
 
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.traverse_util
 import jax
@@ -128,14 +128,25 @@ def fine_tune(transformer: Transformer, trainable: Trainable, x_context: jax.Arr
     y_hat = zero_shot(transformer, trainable.to_weights(leaves), x_context)   # [C, O]
     return losses.masked_mean(loss(y_hat, y_context), context_mask)
 
+  leaves, _ = descend(context_loss, trainable.start, trainable.grad_mask, steps=steps,
+                      optimizer=optimizer)
+  return trainable.to_weights(leaves)
+
+
+def descend(objective: Callable[[Params], jax.Array], start: Params, grad_mask: Params | None,
+            *, steps: int, optimizer: optax.GradientTransformation,
+            observe: Callable[[Params], Any] | None = None) -> tuple[Params, Any]:
+  """`steps` steps of `optimizer` (fresh state) down `objective` from `start`, the gradients
+  times `grad_mask` (None: all move); returns the last leaves and `observe(leaves)` after every
+  step, stacked (None without `observe`)."""
   def step(carry, _):
     leaves, opt_state = carry
-    grads = jax.grad(context_loss)(leaves)
-    if trainable.grad_mask is not None:
-      grads = jax.tree.map(jnp.multiply, grads, trainable.grad_mask)
+    grads = jax.grad(objective)(leaves)
+    if grad_mask is not None:
+      grads = jax.tree.map(jnp.multiply, grads, grad_mask)
     updates, opt_state = optimizer.update(grads, opt_state, leaves)
-    return (optax.apply_updates(leaves, updates), opt_state), None
+    leaves = optax.apply_updates(leaves, updates)
+    return (leaves, opt_state), (None if observe is None else observe(leaves))
 
-  start = trainable.start
-  (leaves, _), _ = jax.lax.scan(step, (start, optimizer.init(start)), None, length=steps)
-  return trainable.to_weights(leaves)
+  (leaves, _), observed = jax.lax.scan(step, (start, optimizer.init(start)), None, length=steps)
+  return leaves, observed
