@@ -80,3 +80,32 @@ def test_fine_tuning_pays_off_after_its_cost_over_the_context_per_query():
   assert cost == 12_000.0
   assert break_even_queries(cost, 500.0, 100.0) == 30.0
   assert break_even_queries(cost, 100.0, 100.0) == float("inf")
+
+
+def test_the_grid_scores_every_start_and_route_against_the_same_in_context_error():
+  from metalearn.analysis.exchange_grid import exchange_grid
+  learner = make_learner({"name": "transformer", "hidden": 16, "num_layers": 1, "num_heads": 2,
+                          "max_points": 6})
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(3, 6, 2)).astype(np.float32)
+  y = x @ rng.normal(size=(2, 1)).astype(np.float32)
+  episode = episode_from_arrays(x, y)
+  trained = learner.init(jax.random.PRNGKey(0), episode)
+  other = learner.init(jax.random.PRNGKey(1), episode)
+  # (LoRA routes: test_a_transformer_fine_tunes_...; each route compiles its own curve.)
+  result = exchange_grid(learner, {"trained": trained, "other": other}, episode, [3], steps=2,
+                         learning_rate=1e-2)
+  direct = np.asarray(learner.predict(trained, episode))[:, 3]
+  np.testing.assert_allclose(result["in_context"][3], np.mean((direct - y[:, 3]) ** 2),
+                             rtol=1e-5)
+  assert [(r["start"], r["route"]) for r in result["rows"]] == [
+      ("trained", "all weights"), ("other", "all weights")]
+  for (k, start, route), curve in result["curves"].items():
+    assert k == 3 and curve.shape == (3,)
+    params = trained if start == "trained" else other
+    zero = np.asarray(zero_shot(learner, params, x[:, 3]))  # step 0: each start's own zero shot
+    np.testing.assert_allclose(curve[0], np.mean((zero - y[:, 3]) ** 2), rtol=1e-5)
+  with pytest.raises(ValueError, match="examples k=6 must leave a query in prompts of 6 points"):
+    exchange_grid(learner, {"trained": trained}, episode, [6], steps=2)
+  with pytest.raises(ValueError, match="starts must hold 'trained'"):
+    exchange_grid(learner, {"other": other}, episode, [3], steps=2)
