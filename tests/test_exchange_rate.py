@@ -1,6 +1,8 @@
 """The exchange rate between context and training: one step for the GD construction, in closed
 form; fine-tuning curves of a transformer; the FLOP break-even."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +111,37 @@ def test_the_grid_scores_every_start_and_route_against_the_same_in_context_error
     exchange_grid(learner, {"trained": trained}, episode, [6], steps=2)
   with pytest.raises(ValueError, match="starts must hold 'trained'"):
     exchange_grid(learner, {"other": other}, episode, [3], steps=2)
+
+
+def test_the_report_writes_the_table_and_a_plot_per_k(tmp_path):
+  import csv
+  from metalearn.comparison.exchange_rate import write_exchange_report
+  result = {"in_context": {2: 0.5},
+            "curves": {(2, "trained", "all weights"): np.array([1.0, 0.4, 0.3]),
+                       (2, "random init", "all weights"): np.array([1.0, 0.9, 0.8])},
+            "rows": [{"k": 2, "start": "trained", "route": "all weights",
+                      "in_context_error": 0.5, "error_at_budget": 0.3, "steps_to_match": 1,
+                      "fine_tune_flops": 600.0, "break_even_queries": 1.5},
+                     {"k": 2, "start": "random init", "route": "all weights",
+                      "in_context_error": 0.5, "error_at_budget": 0.8, "steps_to_match": None,
+                      "fine_tune_flops": None, "break_even_queries": None}]}
+  lines = write_exchange_report(result, str(tmp_path), "test")
+  assert "not within the budget" in lines[-1] and "| 1 | 1.5 |" in lines[-2]
+  with open(tmp_path / "exchange_rate.csv") as f:
+    table = list(csv.reader(f))
+  assert table[0][:3] == ["k", "start", "route"] and len(table) == 3
+  assert (tmp_path / "exchange_rate_k2.png").stat().st_size > 1000
+
+
+def test_the_launcher_names_a_k_that_leaves_no_query(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = os.path.join(root, "metalearn", "pretrained", "linear_regression")
+  done = subprocess.run([sys.executable, os.path.join(root, "launch", "exchange_rate.py"),
+                         f"--run={run}", f"--report_dir={tmp_path / 'report'}", "--examples=30"],
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 1
+  assert done.stderr.strip().endswith(
+      "metalearn: examples k=30 must leave a query in prompts of 21 points")
+  assert not (tmp_path / "report").exists()
