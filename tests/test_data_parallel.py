@@ -46,9 +46,11 @@ def _train(config, parallel, calls=2):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_jit_over_a_mesh_trains_as_pmap_does(name):
   assert jax.device_count() == 2
-  runs = {label: _train(CONFIGS[name](), parallel)
-          for label, parallel in (("pmap 1", Pmap(1)), ("pmap 2", Pmap(2)),
-                                  ("jit 2", MeshJit(2)), ("jit 1", MeshJit(1)))}
+  # One device of each path for one config: the tests' time goes to compiling.
+  single = name == "transformer-curriculum"
+  paths = [("pmap 2", Pmap(2)), ("jit 2", MeshJit(2))] + (
+      [("pmap 1", Pmap(1)), ("jit 1", MeshJit(1))] if single else [])
+  runs = {label: _train(CONFIGS[name](), parallel) for label, parallel in paths}
   state, metrics = runs["pmap 2"]
   assert int(state.step) == 2 * CONFIGS[name]().train.steps_per_call
   for label, (other_state, other_metrics) in runs.items():
@@ -60,6 +62,8 @@ def test_jit_over_a_mesh_trains_as_pmap_does(name):
     for metric in metrics:
       np.testing.assert_allclose(other_metrics[metric], metrics[metric], rtol=1e-4, atol=1e-6,
                                  err_msg=f"{label} {metric}")
+  if not single:
+    return
   # A single device's copy on both paths: one program, the same numbers bit for bit.
   for a, b in zip(jax.tree.leaves(runs["jit 1"][0]), jax.tree.leaves(runs["pmap 1"][0]),
                   strict=True):

@@ -54,6 +54,7 @@ def test_fewest_steps_says_when_the_budget_does_not_reach():
   assert fewest_steps(1.0, np.array([1.0, 0.5])) == 0
 
 
+@pytest.mark.slow  # the grid test below covers the all-weights route's first step
 @pytest.mark.parametrize("how", ["all", "lora"])
 def test_a_transformer_fine_tunes_on_its_context_from_its_zero_shot_error(how):
   learner = make_learner({"name": "transformer", "hidden": 16, "num_layers": 1, "num_heads": 2,
