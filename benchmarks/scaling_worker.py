@@ -14,7 +14,6 @@ import statistics
 import sys
 import time
 
-_DEVICES = "--xla_force_host_platform_device_count"
 MAML_BATCH = 24  # the sinusoid meta-batch (25 in Finn et al.) made even, so that 2 devices split it
 
 
@@ -32,8 +31,8 @@ def config_for(model: str, steps_per_call: int):
 
 
 def main(spec: dict) -> None:
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICES)]
-  os.environ["XLA_FLAGS"] = " ".join(flags + [f"{_DEVICES}={spec['devices']}"])
+  from launch import cpu_setup
+  cpu_setup.set_host_devices(spec["devices"])
   import jax
   if spec["num_processes"] > 1:
     jax.distributed.initialize(f"127.0.0.1:{spec['port']}", spec["num_processes"],

@@ -16,15 +16,24 @@ import os
 import signal
 import sys
 
-_DEVICES = "--xla_force_host_platform_device_count"
+
+
+def smoke_config(overrides: dict):
+  """The smoke linear-regression config with `overrides` ({"section.field": value})."""
+  from configs.linear_regression import get_config
+  config = get_config("smoke")
+  for field, value in overrides.items():
+    section, name = field.split(".")
+    config[section][name] = value
+  return config
 
 
 def main(spec: dict) -> None:
   # Before jax starts its backend: this process's CPU devices; the test's other XLA flags stay,
   # so that its single-process reference compiles alike.
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICES)]
-  os.environ["XLA_FLAGS"] = " ".join(flags + [f"{_DEVICES}={spec['devices']}"])
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from launch import cpu_setup
+  cpu_setup.set_host_devices(spec["devices"])
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's many lines per save
   import jax
@@ -32,13 +41,9 @@ def main(spec: dict) -> None:
   if spec["num_processes"] > 1:
     jax.distributed.initialize(f"127.0.0.1:{spec['port']}", spec["num_processes"],
                                spec["process_id"])
-  from configs.linear_regression import get_config
   from metalearn.engine import train as train_module
 
-  config = get_config("smoke")
-  for field, value in spec["overrides"].items():
-    section, name = field.split(".")
-    config[section][name] = value
+  config = smoke_config(spec["overrides"])
 
   real_train = train_module.train
 

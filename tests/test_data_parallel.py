@@ -91,7 +91,7 @@ def test_the_first_loss_is_the_mean_over_the_whole_global_batch(parallel):
 
 
 def test_bad_paths_and_device_counts_are_named():
-  with pytest.raises(ValueError, match=r"train.data_parallel='shard' must be one of pmap, jit"):
+  with pytest.raises(ValueError, match=r"unknown train.data_parallel 'shard'; allowed: pmap, jit"):
     make_data_parallel("shard")
   with pytest.raises(ValueError, match=r"num_devices=3 must be between 1 and the 2 devices"):
     Pmap(3)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.linear_regression import get_config
+from distributed_worker import smoke_config
 from metalearn.engine import train as train_module
 from metalearn.engine.runs import build_experiment
 
@@ -73,12 +73,9 @@ def _params(out, process):
 
 def _reference(overrides, workdir):
   """The params of one process training the same global batch on this test's 2 devices."""
-  config = get_config("smoke")
-  for field, value in overrides.items():
-    section, name = field.split(".")
-    config[section][name] = value
   assert jax.device_count() == 2
-  params, finished = train_module.train(build_experiment(config), workdir, writer_names=())
+  params, finished = train_module.train(build_experiment(smoke_config(overrides)), workdir,
+                                        writer_names=())
   assert finished
   return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from metalearn.core import checks
 from metalearn.engine.experiment import DATA_PARALLEL, Experiment
 from metalearn.engine.train_step import Shards, scanned_steps
 
@@ -107,8 +108,7 @@ class MeshJit:
 def make_data_parallel(name: str, num_devices: int | None = None) -> Pmap | MeshJit:
   """The path `name` (one of DATA_PARALLEL) over all devices, or a single process's first
   `num_devices`."""
-  if name not in DATA_PARALLEL:
-    raise ValueError(f"train.data_parallel={name!r} must be one of {', '.join(DATA_PARALLEL)}")
+  checks.check_one_of("train.data_parallel", name, DATA_PARALLEL)
   return Pmap(num_devices) if name == "pmap" else MeshJit(num_devices)
 
 
