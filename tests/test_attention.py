@@ -116,7 +116,7 @@ def test_concatenated_layout_hides_earlier_query_tokens():
   episode = task.sample(jax.random.PRNGKey(0), 2, 5)
   params = learner.init(jax.random.PRNGKey(1), episode)
   tokens = transformer_lib.tokens_for("concatenated", episode.x, episode.y)
-  decoder = learner._decoder(1)
+  decoder = learner.decoder(1)
   out = decoder.apply({"params": params}, tokens)
   tampered = tokens.at[:, 2].set(jnp.asarray(jax.random.normal(jax.random.PRNGKey(5), (2, 4))))
   changed = decoder.apply({"params": params}, tampered)

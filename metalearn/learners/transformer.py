@@ -58,8 +58,14 @@ class CausalSelfAttention(nn.Module):
   private_queries: bool = False  # the even (query) tokens are seen by themselves alone
 
   @nn.compact
-  def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
-    """Causal attention over [B, T, hidden]; with `x_only`, queries at even tokens only."""
+  def __call__(self, h: jax.Array, x_only: bool = False, fast: jax.Array | None = None
+               ) -> jax.Array:
+    """Causal attention over [B, T, hidden]; with `x_only`, queries at even tokens only.
+
+    `fast` [H, d, d], a context written into weights (linear attention: Σ_j v_j k_jᵀ over the
+    context's tokens, learners/context_writing.py), adds F_h q to every query as if those
+    tokens preceded the prompt.
+    """
     batch, length, _ = h.shape
     head_dim = self.hidden // self.num_heads
     qkv = nn.Dense(3 * self.hidden, kernel_init=nn.initializers.normal(_INIT_STD), name="qkv")(h)
@@ -69,8 +75,14 @@ class CausalSelfAttention(nn.Module):
       q, query_positions = q[:, ::2], query_positions[::2]
     # Scaling q (T·d values) rather than the logits (T·T) gives the same 1/sqrt(d) attention.
     private = (jnp.arange(length) % 2 == 0) if self.private_queries else None
-    out = attention_lib.causal_mix(q * (1.0 / math.sqrt(head_dim)), k, v, query_positions,
-                                   self.attention, self.momentum, private)
+    # What a later query would read from these tokens, kept when the "context" collection
+    # is mutable (context_writing writes it into fast weights); otherwise nothing is stored.
+    self.sow("context", "keys_values", (k, v))
+    q = q * (1.0 / math.sqrt(head_dim))
+    out = attention_lib.causal_mix(q, k, v, query_positions, self.attention, self.momentum,
+                                   private)
+    if fast is not None:
+      out = out + jnp.einsum("hde,bqhe->bqhd", fast, q)
     out = out.reshape(batch, q.shape[1], self.hidden)
     return nn.Dense(self.hidden, kernel_init=self.out_init, name="out")(out)
 
@@ -87,10 +99,11 @@ class Block(nn.Module):
   private_queries: bool
 
   @nn.compact
-  def __call__(self, h: jax.Array, x_only: bool = False) -> jax.Array:
+  def __call__(self, h: jax.Array, x_only: bool = False, fast: jax.Array | None = None
+               ) -> jax.Array:
     a = CausalSelfAttention(self.hidden, self.num_heads, self.out_init, self.attention,
                             self.momentum, self.private_queries, name="attn")(
-        nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only)
+        nn.LayerNorm(epsilon=1e-5, name="ln_attn")(h), x_only, fast)
     # Every sublayer after attention works token by token: with `x_only` (the last block),
     # the y tokens, whose outputs nothing reads, are dropped here.
     # What the attention sublayer adds at the x tokens (Dai et al. 2022 compare its change).
@@ -115,19 +128,23 @@ class Decoder(nn.Module):
   private_queries: bool
 
   @nn.compact
-  def __call__(self, tokens: jax.Array) -> jax.Array:
+  def __call__(self, tokens: jax.Array, fast: list[jax.Array] | None = None,
+               first_position: int = 0) -> jax.Array:
+    """Predictions at the x tokens of `tokens` [B, T, width], placed at positions
+    first_position .. first_position + T − 1; `fast`, per block, a written context."""
     init = nn.initializers.normal(_INIT_STD)
     # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 * layers).
     out_init = nn.initializers.normal(_INIT_STD / math.sqrt(2 * self.num_layers))
     positions = self.param("positions", init, (self.max_tokens, self.hidden))
     h = nn.Dense(self.hidden, kernel_init=init, name="read_in")(tokens)
-    h = h + positions[: tokens.shape[1]]
+    h = h + positions[first_position: first_position + tokens.shape[1]]
     # The residual stream at the x tokens, after the embedding and after every block (probing).
     self.sow("intermediates", "residual", h[:, ::2])
     for i in range(self.num_layers):
       last = i == self.num_layers - 1
       h = Block(self.hidden, self.num_heads, self.mlp_ratio, out_init, self.attention,
-                self.momentum, self.private_queries, name=f"block_{i}")(h, last)
+                self.momentum, self.private_queries, name=f"block_{i}")(
+          h, last, None if fast is None else fast[i])
       self.sow("intermediates", "residual", h if last else h[:, ::2])
     h = nn.LayerNorm(epsilon=1e-5, name="ln_final")(h)  # [B, P, hidden]: the x tokens
     return nn.Dense(self.out_dim, kernel_init=init, name="read_out")(h)
@@ -156,7 +173,8 @@ class Transformer(Learner):
       raise ValueError(f"transformer hidden={self.hidden} is not divisible by "
                        f"num_heads={self.num_heads}")
 
-  def _decoder(self, out_dim: int) -> Decoder:
+  def decoder(self, out_dim: int) -> Decoder:
+    """The flax module behind `predict`, for `out_dim` outputs."""
     return Decoder(self.hidden, self.num_layers, self.num_heads, self.mlp_ratio,
                    2 * self.max_points, out_dim, self.attention, self.momentum,
                    self.layout == "concatenated")
@@ -173,13 +191,13 @@ class Transformer(Learner):
   def init(self, rng, episode: Episode):
     self.check_episode(episode.num_points, episode.dim)
     tokens = tokens_for(self.layout, episode.x, episode.y)
-    return self._decoder(episode.y.shape[-1]).init(rng, tokens)["params"]
+    return self.decoder(episode.y.shape[-1]).init(rng, tokens)["params"]
 
   def predict(self, params, episode: Episode) -> jax.Array:
     self.check_episode(episode.num_points, episode.dim)
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = tokens_for(self.layout, episode.x, episode.y)
-    return self._decoder(out_dim).apply({"params": params}, tokens)
+    return self.decoder(out_dim).apply({"params": params}, tokens)
 
   def intermediate_names(self) -> tuple[str, ...]:
     """What `intermediates` returns (capabilities.HiddenStates)."""
@@ -195,7 +213,7 @@ class Transformer(Learner):
     self.check_episode(episode.num_points, episode.dim)
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = tokens_for(self.layout, episode.x, episode.y)
-    _, state = self._decoder(out_dim).apply({"params": params}, tokens,
+    _, state = self.decoder(out_dim).apply({"params": params}, tokens,
                                             mutable=["intermediates"])
     found = state["intermediates"]
     return {"residual": jnp.stack(found["residual"]),
