@@ -22,12 +22,11 @@ query's own token plus F q in every layer. Two learners can be written:
   are seen by themselves alone, so only the (x_i, y_i) tokens are written.
 
 LayerNorm and the MLPs act on each token alone and carry over unchanged. Softmax (and ReLU,
-momentum) attention has no such update and is refused; analysis/context_distillation.py
-distils such a context into LoRA weights instead.
+momentum) attention has no such update and is refused.
 
 `write_context(..., prior=written, decay=λ)` writes a further context into the same weights:
 its tokens read through what is already written (as if the earlier contexts preceded it), and
-F ← λ F_prior + F_new (analysis/context_accumulation.py measures what is kept).
+F ← λ F_prior + F_new.
 """
 
 from typing import Any
@@ -57,13 +56,11 @@ def _check(learner: Any, what: str) -> None:
   if isinstance(learner, GDLayers):
     if learner.softmax:
       raise ValueError(f"{what}: softmax attention has no exact weight update for its context; "
-                       "use a gd_layers learner with softmax=False (or distil the context: "
-                       "analysis/context_distillation.py)")
+                       "use a gd_layers learner with softmax=False")
   elif isinstance(learner, Transformer):
     if learner.attention != "linear":
       raise ValueError(f"{what}: {learner.attention} attention has no exact weight update for "
-                       "its context; allowed: attention='linear' (or distil the context: "
-                       "analysis/context_distillation.py)")
+                       "its context; allowed: attention='linear'")
   else:
     raise TypeError(f"{what}: writing a context needs {WRITABLE}, got "
                     f"{type(learner).__name__}")

@@ -214,7 +214,7 @@ class Transformer(Learner):
     out_dim = params["read_out"]["kernel"].shape[-1]
     tokens = tokens_for(self.layout, episode.x, episode.y)
     _, state = self.decoder(out_dim).apply({"params": params}, tokens,
-                                            mutable=["intermediates"])
+                                           mutable=["intermediates"])
     found = state["intermediates"]
     return {"residual": jnp.stack(found["residual"]),
             "attention_output": jnp.stack([found[f"block_{i}"]["attention_output"][0]
