@@ -15,7 +15,7 @@ a one-layer GD-layer network under the GD construction with step η predicts in 
 SGD step of size η on the same examples gives the linear model (the exchange rate is one step).
 """
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,17 @@ def linear_model(dim: int, out_dim: int = 1) -> Adaptable:
   return Adaptable(jnp.zeros((dim, out_dim), jnp.float32), lambda w, x: x @ w)
 
 
+def tracked_descent(adaptable: Adaptable, objective: Callable[[Params], jax.Array],
+                    observe: Callable[[Params], Any], *, steps: int,
+                    optimizer: optax.GradientTransformation) -> Any:
+  """`observe(leaves)` before and after each of `steps` optimizer steps (fresh state) down
+  `objective` from the adaptable's start, stacked: [steps + 1, ...] per observed leaf."""
+  _, later = descend(objective, adaptable.start, adaptable.grad_mask, steps=steps,
+                     optimizer=optimizer, observe=observe)
+  return jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]),
+                      observe(adaptable.start), later)
+
+
 def errors_by_step(adaptable: Adaptable, x_context: jax.Array, y_context: jax.Array,
                    x_query: jax.Array, y_query: jax.Array, *, steps: int,
                    optimizer: optax.GradientTransformation, loss: Loss) -> jax.Array:
@@ -62,9 +73,7 @@ def errors_by_step(adaptable: Adaptable, x_context: jax.Array, y_context: jax.Ar
   def context_loss(leaves):
     return jnp.mean(loss(adaptable.predict(leaves, x_context), y_context))
 
-  _, later = descend(context_loss, adaptable.start, adaptable.grad_mask, steps=steps,
-                     optimizer=optimizer, observe=query_error)
-  return jnp.concatenate([query_error(adaptable.start)[None], later])
+  return tracked_descent(adaptable, context_loss, query_error, steps=steps, optimizer=optimizer)
 
 
 def fewest_steps(in_context_error: float, errors: np.ndarray, rtol: float = 0.0) -> int | None:

@@ -81,12 +81,14 @@ def grouped_bars(table: Mapping[str, Mapping[str, float]], path: str, ylabel: st
 
 
 def lines(x: np.ndarray, table: Mapping[str, np.ndarray], path: str, xlabel: str, ylabel: str,
-          title: str) -> None:
+          title: str, log: bool = False) -> None:
   """One line per key over a shared x axis (layers, interpolation α)."""
   fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
   ax = fig.subplots()
   for name, values in table.items():
     ax.plot(x, values, marker=".", label=name)
+  if log:
+    ax.set_yscale("log")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)

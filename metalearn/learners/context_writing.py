@@ -22,11 +22,12 @@ query's own token plus F q in every layer. Two learners can be written:
   are seen by themselves alone, so only the (x_i, y_i) tokens are written.
 
 LayerNorm and the MLPs act on each token alone and carry over unchanged. Softmax (and ReLU,
-momentum) attention has no such update and is refused.
+momentum) attention has no such update and is refused; analysis/context_distillation.py moves
+such a context into LoRA adapters instead, by learning from the model's own predictions.
 
 `write_context(..., prior=written, decay=λ)` writes a further context into the same weights:
 its tokens read through what is already written (as if the earlier contexts preceded it), and
-F ← λ F_prior + F_new.
+F ← λ F_prior + F_new (analysis/context_accumulation.py: what tasks written in turn keep).
 """
 
 from typing import Any
@@ -52,7 +53,8 @@ class Written:
   tokens: int = flax.struct.field(pytree_node=False)
 
 
-def _check(learner: Any, what: str) -> None:
+def check_writable(learner: Any, what: str) -> None:
+  """Refuses (naming what is allowed) a learner whose context is not exactly a weight update."""
   if isinstance(learner, GDLayers):
     if learner.softmax:
       raise ValueError(f"{what}: softmax attention has no exact weight update for its context; "
@@ -70,7 +72,7 @@ def write_context(learner: Any, params: Any, x: jax.Array, y: jax.Array,
                   prior: Written | None = None, decay: float = 1.0) -> Written:
   """The fast weights of one context (x [N, D], y [N, O]); with `prior`, added to those
   already written (times `decay`, in [0, 1]), the context read through them."""
-  _check(learner, "write_context")
+  check_writable(learner, "write_context")
   if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 1:
     raise ValueError(f"write_context: one context of N >= 1 pairs, x [N, D] and y [N, O]; got "
                      f"x {x.shape} and y {y.shape}")
@@ -92,7 +94,7 @@ def write_context(learner: Any, params: Any, x: jax.Array, y: jax.Array,
 
 def predict_written(learner: Any, params: Any, written: Written, x: jax.Array) -> jax.Array:
   """Predictions [Q, O] for queries x [Q, D] from `written` alone: no context in the prompt."""
-  _check(learner, "predict_written")
+  check_writable(learner, "predict_written")
   if isinstance(learner, Transformer):
     _check_layers(written, learner.num_layers, "predict_written")
     out_dim = params["read_out"]["kernel"].shape[-1]
