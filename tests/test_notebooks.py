@@ -18,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colab", "*.ipynb")))
 
 
-def test_there_are_four_tutorials():
-  assert [os.path.basename(p)[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+def test_there_are_five_tutorials():
+  assert [os.path.basename(p)[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -188,7 +188,32 @@ def _check_looking_inside(text, runs):
         np.testing.assert_allclose(distances[a][i], distances[b][i], atol=1.5e-3)
 
 
+def _check_from_context_to_weights(text, runs):
+  # The GD construction is worth exactly one GD step, in context and in its written weights.
+  assert "exchange rate of the GD construction: 1 step" in text
+  assert _number_after(text, "GD construction: F's y-by-x block against") <= 1e-6
+  for name in ("lsa_1layer", "lsa_recurrent2", "3-layer linear-attention transformer"):
+    label = f"{name}: written vs in context, max |difference|"
+    assert _number_after(text, label) <= 1e-5 * max(1.0, _number_after(
+        text[text.index(label):], "(predictions of size"))
+  assert "k = 5: in-context error" in text  # the shipped run: d = 5
+  # Distillation learns from forward passes: its gap shrinks from the zero-shot one.
+  rows = _rows(text, "distillation after", 2)
+  distilled = next(v for label, v in rows.items() if label.endswith("distilled"))
+  assert distilled[1] < distilled[0]
+  # Accumulation: decay 0 keeps only the last write, which is then as if written alone.
+  kept = {(decay, int(task)): [float(v) for v in values.split()] for decay, task, values in
+          re.findall(r"decay (\S+) task (\d) \(\d written after\) (.*)", text)}
+  assert sorted(kept) == [(d, t) for d in ("0.0", "0.5", "1.0") for t in range(4)]
+  np.testing.assert_allclose(kept[("0.0", 3)][0], kept[("0.0", 3)][1], rtol=1e-5)
+  tokens = int(re.search(r"(\d+) context tokens: fast weights", text).group(1))
+  assert tokens == 4 * 10
+  # One layer, one head, key width 11: a key and a value per token against one 11 x 11 matrix.
+  assert f"fast weights {11 * 11 * 4} bytes, KV cache {2 * tokens * 11 * 4} bytes" in text
+
+
 CHECKS = {"01_quickstart.ipynb": _check_quickstart,
           "02_a_layer_is_a_gradient_step.ipynb": _check_a_layer_is_a_gradient_step,
           "03_in_context_or_by_training.ipynb": _check_in_context_or_by_training,
-          "04_looking_inside.ipynb": _check_looking_inside}
+          "04_looking_inside.ipynb": _check_looking_inside,
+          "05_from_context_to_weights.ipynb": _check_from_context_to_weights}
