@@ -13,6 +13,8 @@ from metalearn.learners import inner_loop  # noqa: F401  (registers its learners
 from metalearn.learners import imaml  # noqa: F401  (registers its learners)
 from metalearn.learners import reptile  # noqa: F401  (registers its learners)
 from metalearn.learners import finetune  # noqa: F401  (registers its learners)
+from metalearn.learners import recurrent  # noqa: F401  (registers its learners)
+from metalearn.learners import selective_ssm  # noqa: F401  (registers its learners)
 
 
 def make_learner(section) -> Learner:
