@@ -45,3 +45,30 @@ def causal_mix(q: jax.Array, k: jax.Array, v: jax.Array, query_positions: jax.Ar
     decay = jnp.where(causal & (lag > 0), momentum ** jnp.maximum(lag, 0).astype(v.dtype), 0.0)
     out = out + jnp.einsum("qk,bkhd->bqhd", decay, v)
   return out
+
+
+def linear_recurrent_mix(q: jax.Array, k: jax.Array, v: jax.Array, query_positions: jax.Array,
+                         private_keys: jax.Array | None = None) -> jax.Array:
+  """Linear attention, (qkᵀ)v over the causal keys as `causal_mix` computes it, in its recurrent
+  form (Katharopoulos et al. 2020; Schlag et al. 2021): a fast-weight state per head,
+
+      S_t = S_{t−1} + v_t k_tᵀ   [d_v, d_k],        out_t = S_t q_t,
+
+  updated token by token, so what a query reads of the tokens before it is one d×d matrix per
+  head whatever their number. A private key (`private_keys` [T] True) is added for its own
+  position's query alone and left out of the state. q [B, Q, H, d] at `query_positions` [Q].
+  """
+  batch, length, heads, _ = k.shape
+  queries = jnp.zeros((batch, length) + q.shape[2:], q.dtype).at[:, query_positions].set(q)
+  kept = jnp.ones(length, bool) if private_keys is None else ~private_keys
+
+  def step(state, token):
+    q_t, k_t, v_t, kept_t = token
+    own = jnp.einsum("bhe,bhd->bhed", v_t, k_t)
+    out = jnp.einsum("bhed,bhd->bhe", state + own, q_t)
+    return state + jnp.where(kept_t, own, 0.0), out
+
+  start = jnp.zeros((batch, heads, v.shape[-1], k.shape[-1]), v.dtype)
+  tokens = tuple(jnp.moveaxis(a, 1, 0) for a in (queries, k, v)) + (kept,)
+  _, out = jax.lax.scan(step, start, tokens)                               # [T, B, H, d_v]
+  return jnp.moveaxis(out, 0, 1)[:, query_positions]

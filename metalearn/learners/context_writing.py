@@ -21,7 +21,9 @@ query's own token plus F q in every layer. Two learners can be written:
   same contexts in one prompt); in the concatenated layout the context's (x_i, 0) tokens
   are seen by themselves alone, so only the (x_i, y_i) tokens are written.
 
-LayerNorm and the MLPs act on each token alone and carry over unchanged. Softmax (and ReLU,
+LayerNorm (or RMSNorm) and the MLPs act on each token alone and carry over unchanged; so do
+rotary positions, as the keys written are rotated at their own positions and a query at its
+own, which keeps q · k (the transformer sows the rotated keys). Softmax (and ReLU,
 momentum) attention has no such update and is refused; analysis/context_distillation.py moves
 such a context into LoRA adapters instead, by learning from the model's own predictions.
 
