@@ -91,8 +91,9 @@ def test_each_learner_reports_the_state_it_carries():
   for name, options in (("lstm", {}), ("gru", {}), ("ssm", {"state_size": 4, "expand": 2})):
     learner = make_learner({"name": name, "hidden": 8, "num_layers": 3, **options})
     params = learner.init(jax.random.PRNGKey(0), episode)
-    sizes[name] = learner.state_floats(params, 6)
-    assert learner.state_floats(params, 60) == sizes[name]  # fixed, whatever the length
+    sizes[name] = learner.state_floats(params, episode)
+    longer = _episode(points=60)
+    assert learner.state_floats(params, longer) == sizes[name]  # fixed, whatever the length
   assert sizes == {"lstm": 3 * 2 * 8, "gru": 3 * 8, "ssm": 3 * 2 * 8 * 4}
   # The LSTM's carry is what flax's cell holds: (cell, hidden), each `hidden` wide.
   carry = nn.OptimizedLSTMCell(8).initialize_carry(jax.random.PRNGKey(0), (1, 8))
@@ -123,4 +124,4 @@ def test_a_recurrent_run_trains_evaluates_and_loads_back(tmp_path):
   assert curve.shape == (config.data.points,) and np.all(np.isfinite(curve))
   learner, params, loaded = load_run(str(tmp_path / "ssm"))
   assert type(learner).__name__ == "SelectiveSSM" and loaded.model.state_size == 4
-  assert learner.state_floats(params, config.data.points) == 1 * 2 * 8 * 4
+  assert learner.state_floats(params, None) == 1 * 2 * 8 * 4

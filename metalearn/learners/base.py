@@ -51,6 +51,14 @@ class Learner:
   def check_episode(self, num_points: int, dim: int) -> None:
     """Raises a clear error, before anything compiles, for shapes it cannot take."""
 
+  def state_floats(self, params: Params, episode: Episode) -> int:
+    """The floats it carries per prompt about the context, for prompts shaped like `episode`:
+    what its next prediction reads of everything before it (a transformer's key/value cache,
+    which grows with the prompt; a recurrent state or fast-weight matrix, which does not; a
+    baseline's sufficient statistics; an inner loop's adapted weights)."""
+    raise NotImplementedError(f"{type(self).__name__} does not report its state; define "
+                              "state_floats")
+
   def check_loss(self, loss_name: str) -> None:
     """Raises if the learner's own inner loop descends a loss other than the task's."""
 

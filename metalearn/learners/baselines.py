@@ -107,6 +107,9 @@ class Ridge(_UpdatedFit):
 class Averaging(PrefixBaseline):
   """ŵ = (1/k) Σ_{j<k} y_j x_j, the average of the examples' x y (Garg et al. 2022)."""
 
+  def state_floats(self, params, episode: Episode) -> int:
+    return episode.dim * episode.y.shape[-1]  # Σ y_j x_j (the count is the position)
+
   def predict_prompt(self, x, y):
     _, xty = prefix_grams(x, y)
     k = jnp.maximum(example_counts(x.shape[0]), 1.0)
@@ -125,6 +128,9 @@ class NearestNeighbours(PrefixBaseline):
 
   def __post_init__(self):
     checks.check_int("knn k", self.k, 1)
+
+  def state_floats(self, params, episode: Episode) -> int:
+    return episode.num_points * (episode.dim + episode.y.shape[-1])  # every pair, kept
 
   def predict_prompt(self, x, y):
     num_points = x.shape[0]

@@ -115,6 +115,11 @@ class FineTune(Learner):
     self._check_out(params, episode.y)
     return params
 
+  def state_floats(self, params: Params, episode: Episode) -> int:
+    """The fine-tuned copy's moved weights: every weight, or the rank-r adapters."""
+    moved = params if self.rank == 0 else self.adapters(params)
+    return sum(leaf.size for leaf in jax.tree.leaves(moved))
+
   def adapters(self, params: Params) -> fine_tuning.Adapters:
     """The initial LoRA adapters (`fine_tuning.lora_adapters` of rank and seed): the same for
     every prompt."""

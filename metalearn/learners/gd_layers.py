@@ -252,6 +252,16 @@ class GDLayers(Learner):
     tokens, context = _prefix_tokens(episode.x[0], episode.y[0])
     return self._network().init(rng, tokens[0], context[0])["params"]
 
+  def state_floats(self, params, episode: Episode) -> int:
+    """Linear attention: per layer application and head, the fast weight Σ v_j k_jᵀ over the
+    context (learners/context_writing.py), whatever the context's length; softmax: the keys
+    and values of the context's tokens, which grow with it."""
+    heads, key_width = params[self._layer_names()[0]]["key"].shape[:2]
+    if not self.softmax:
+      return self.num_layers * heads * key_width * key_width
+    context = episode.num_points if self.context_points is None else self.context_points
+    return self.num_layers * 2 * context * heads * key_width
+
   def predict(self, params, episode: Episode) -> jax.Array:
     out_dim, network = episode.y.shape[-1], self._network()
     n = self.context_points

@@ -82,6 +82,13 @@ class InnerLoop(Learner):
     self.check_episode(episode.num_points, episode.dim)
     return {"net": self.base_network().init(rng, episode.x[0], episode.y.shape[-1])}
 
+  def adapted_weights(self, params: Params) -> Params:
+    """The weights the inner loop moves: what the context leaves behind."""
+    return params["net"]
+
+  def state_floats(self, params: Params, episode: Episode) -> int:
+    return sum(leaf.size for leaf in jax.tree.leaves(self.adapted_weights(params)))
+
   def context(self, episode: Episode) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(x, y, weights) of the context pairs [batch, context_points, ...] the inner loop fits.
 
@@ -177,6 +184,9 @@ class ANIL(InnerLoop):
   """ANIL (Raghu et al. 2020): only the head adapts; the body's features are computed once."""
 
   first_order: bool = False  # hold the inner gradients constant
+
+  def adapted_weights(self, params: Params) -> Params:
+    return params["net"]["head"]
 
   def adapt_and_apply(self, params, context, x, step_size):
     net, (x_c, y_c, weights) = self.base_network(), context

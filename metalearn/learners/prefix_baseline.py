@@ -52,6 +52,12 @@ class PrefixBaseline(Learner):
   def init(self, rng, episode: Episode):
     return {}
 
+  def state_floats(self, params, episode: Episode) -> int:
+    """XᵀX and Xᵀy of the pairs so far: all least squares, ridge and the GD solvers (which
+    start at w = 0) read of a context."""
+    dim, out = episode.dim, episode.y.shape[-1]
+    return dim * dim + dim * out
+
   def predict(self, params, episode: Episode) -> jax.Array:
     """[batch, points, out]; the mask and info are not read (masked points come last)."""
     if episode.batch_size <= _PROMPTS_PER_CHUNK:

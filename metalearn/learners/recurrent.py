@@ -9,6 +9,7 @@ import dataclasses
 
 import flax.linen as nn
 
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Params
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners.sequence_model import SequenceLearner
@@ -22,7 +23,7 @@ class LSTM(SequenceLearner):
   def layer(self, index: int) -> nn.Module:
     return nn.RNN(nn.OptimizedLSTMCell(self.hidden), name=f"lstm_{index}")
 
-  def state_floats(self, params: Params, points: int) -> int:
+  def state_floats(self, params: Params, episode: Episode) -> int:
     return self.num_layers * 2 * self.hidden
 
 
@@ -34,5 +35,5 @@ class GRU(SequenceLearner):
   def layer(self, index: int) -> nn.Module:
     return nn.RNN(nn.GRUCell(self.hidden), name=f"gru_{index}")
 
-  def state_floats(self, params: Params, points: int) -> int:
+  def state_floats(self, params: Params, episode: Episode) -> int:
     return self.num_layers * self.hidden

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from metalearn.core import checks
+from metalearn.core.episode import Episode
 from metalearn.learners.base import Params
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners.sequence_model import SequenceLearner, linear_recurrence
@@ -68,5 +69,5 @@ class SelectiveSSM(SequenceLearner):
   def layer(self, index: int) -> nn.Module:
     return SelectiveSSMLayer(self.hidden, self.expand, self.state_size, name=f"ssm_{index}")
 
-  def state_floats(self, params: Params, points: int) -> int:
+  def state_floats(self, params: Params, episode: Episode) -> int:
     return self.num_layers * self.expand * self.hidden * self.state_size

@@ -66,7 +66,7 @@ class SequenceLearner(Learner):
     """Layer `index` of the stack: [B, T, hidden] -> [B, T, hidden], causal."""
     raise NotImplementedError
 
-  def state_floats(self, params: Params, points: int) -> int:
+  def state_floats(self, params: Params, episode: Episode) -> int:
     """The floats carried per prompt from one token to the next, whatever the prompt's length."""
     raise NotImplementedError
 
