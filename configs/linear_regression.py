@@ -8,7 +8,9 @@ Variants (`--config=configs/linear_regression.py:NAME`):
   small, standard
             Garg et al.'s sizes (128/6/4, 256/12/8) at d = 20, 41 points, with their curriculum;
   garg      the tiny size (64/3/2) at Garg et al.'s full setting;
-  akyurek   Akyürek et al.: d = 8, 40 points, noisy targets, AdamW with warm-up and cosine decay.
+  akyurek   Akyürek et al.: d = 8, 40 points, noisy targets, AdamW with warm-up and cosine decay;
+  rotary    the default with rotary positions instead of the learned table (prompts of any
+            length; the state-size comparison of configs/recurrent.py).
 """
 
 import ml_collections
@@ -16,7 +18,7 @@ import ml_collections
 from configs import common
 
 SIZES = {"tiny": (64, 3, 2), "small": (128, 6, 4), "standard": (256, 12, 8)}
-VARIANTS = ("default", "smoke", "garg", "small", "standard", "akyurek")  # the first is the default
+VARIANTS = ("default", "smoke", "garg", "small", "standard", "akyurek", "rotary")  # the first is the default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -60,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.curriculum.enabled = True
     config.train.update(num_steps=500_000, learning_rate=1e-4, schedule="constant",
                         warmup_steps=0, grad_clip=0.0, log_every=1000, checkpoint_every=10_000)
+  elif variant == "rotary":
+    config.model.positions = "rotary"  # learned | rotary | none: RoPE, no position table
   else:  # akyurek
     config.task.update(dim=8, noise_std=0.1)
     config.model.update(max_points=40)

@@ -7,6 +7,10 @@ Variants (`--config=configs/recurrent.py:NAME`):
   gru       two residual GRU layers of width 64 (the state: 2 · 64 floats);
   ssm       two residual selective state-space layers (Mamba-style), width 64, 2x expansion,
             16 state numbers per channel (the state: 2 · 128 · 16 floats);
+  fast_weights
+            linear attention in its recurrent form (a transformer with attention="linear",
+            linear_pass="recurrent" and no positions): three layers of width 64 and 4 heads,
+            a fast-weight state of 3 · 4 · 16² floats; model.num_heads sets the state size;
   smoke     the selective SSM shrunk so a run takes seconds (tests).
 The state size is `model.hidden` for the LSTM and GRU and `model.state_size` for the SSM;
 every learner reports it (`state_floats`). Task, data, training and evaluation are the
@@ -17,7 +21,7 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ("lstm", "gru", "ssm", "smoke")  # the first is the default
+VARIANTS = ("lstm", "gru", "ssm", "fast_weights", "smoke")  # the first is the default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -28,10 +32,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = common.linear_regression_task(dim=5)
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "ssm" if variant == "smoke" else variant  # registered learner
+  config.model.name = {"smoke": "ssm", "fast_weights": "transformer"}.get(variant, variant)
   config.model.hidden = 64           # residual stream width (LSTM, GRU: the cell's state)
   config.model.num_layers = 2        # layers stacked
   config.model.layout = "interleaved"  # tokens: interleaved | akyurek
+  if variant == "fast_weights":
+    config.model.num_layers = 3
+    config.model.num_heads = 4         # heads per layer: the state is layers · heads · (64/heads)²
+    config.model.attention = "linear"  # the only attention with a fast-weight form
+    config.model.linear_pass = "recurrent"  # token by token: the state carried is Σ v kᵀ
+    config.model.positions = "none"    # no position table: prompts of any length
   if config.model.name == "ssm":
     config.model.state_size = 16     # state numbers per channel
     config.model.expand = 2          # channels per stream dimension inside a layer

@@ -81,15 +81,33 @@ def grouped_bars(table: Mapping[str, Mapping[str, float]], path: str, ylabel: st
 
 
 def lines(x: np.ndarray, table: Mapping[str, np.ndarray], path: str, xlabel: str, ylabel: str,
-          title: str, log: bool = False) -> None:
-  """One line per key over a shared x axis (layers, interpolation α)."""
+          title: str, log: bool = False, vertical: float | None = None) -> None:
+  """One line per key over a shared x axis (layers, interpolation α); `vertical` marks an x."""
   fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
   ax = fig.subplots()
   for name, values in table.items():
     ax.plot(x, values, marker=".", label=name)
   if log:
     ax.set_yscale("log")
+  if vertical is not None:
+    ax.axvline(vertical, color="gray", linestyle=":")
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   _save(fig, ax, path)
+
+
+def labelled_points(points: Mapping[str, tuple[float, float]], path: str, xlabel: str,
+                    ylabel: str, title: str, log_x: bool = False) -> None:
+  """One labelled marker per key at its (x, y)."""
+  fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
+  ax = fig.subplots()
+  for name, (x, y) in points.items():
+    ax.plot([x], [y], marker="o", linestyle="", label=name)
+    ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  _save(fig, ax, path, legend=False)
