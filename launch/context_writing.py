@@ -23,6 +23,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import launch_logging
+import list_flags
 from metalearn.analysis.context_accumulation import accumulation
 from metalearn.analysis.context_distillation import distillation_grid
 from metalearn.analysis.implicit_weights import probe_inputs
@@ -55,13 +56,6 @@ flags.mark_flags_as_required(["analysis", "run", "report_dir"])
 log = std_logging.getLogger("metalearn.launch")
 
 
-def _numbers(name: str, values: list[str], kind: type) -> list:
-  try:
-    return [kind(v) for v in values]
-  except ValueError:
-    sys.exit(f"metalearn: --{name}={','.join(values)}: {kind.__name__} values, comma-separated")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -81,14 +75,14 @@ def main(argv):
   task, points = (experiment := build_experiment(config)).eval_task, experiment.points
   episode = prompts.held_out_episodes(task, _PROMPTS.value, points, _SEED.value)
   title = f"{type(task).__name__}, d = {task.dim}"
-  examples = _numbers("examples", _EXAMPLES.value, int)
+  examples = list_flags.numbers("examples", _EXAMPLES.value, int)
   try:
     if _ANALYSIS.value == "distillation":
       fresh_x = probe_inputs(task, _PROMPTS.value, _FRESH.value, _SEED.value + 1)
       result = distillation_grid(
           learner, params, episode, fresh_x,
           examples or [k for k in (task.dim, 2 * task.dim) if k < points], steps=_STEPS.value,
-          ranks=_numbers("ranks", _RANKS.value, int), learning_rate=_LEARNING_RATE.value,
+          ranks=list_flags.numbers("ranks", _RANKS.value, int), learning_rate=_LEARNING_RATE.value,
           loss=task.loss_name, seed=_SEED.value)
       lines = write_distillation_report(result, _REPORT_DIR.value, title)
     else:
@@ -97,7 +91,7 @@ def main(argv):
                  "number of pairs per task")
       result = accumulation(learner, params, episode, tasks=_TASKS.value,
                             examples=examples[0] if examples else task.dim,
-                            decays=_numbers("decays", _DECAYS.value, float),
+                            decays=list_flags.numbers("decays", _DECAYS.value, float),
                             loss=task.loss_name)
       lines = write_accumulation_report(result, _REPORT_DIR.value, title)
   except (ValueError, TypeError) as error:

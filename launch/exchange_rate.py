@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 
 import launch_logging
+import list_flags
 from metalearn.analysis.exchange_grid import exchange_grid
 from metalearn.comparison.exchange_rate import write_exchange_report
 from metalearn.engine.runs import build_experiment, load_run
@@ -42,13 +43,6 @@ flags.mark_flags_as_required(["run", "report_dir"])
 log = std_logging.getLogger("metalearn.launch")
 
 
-def _integers(name: str, values: list[str]) -> list[int]:
-  try:
-    return [int(v) for v in values]
-  except ValueError:
-    sys.exit(f"metalearn: --{name}={','.join(values)}: integers, comma-separated")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -59,7 +53,7 @@ def main(argv):
   experiment = build_experiment(config)
   task, points = experiment.eval_task, experiment.points
   dim = task.dim
-  examples = _integers("examples", _EXAMPLES.value) or [
+  examples = list_flags.numbers("examples", _EXAMPLES.value, int) or [
       k for k in sorted({max(dim // 2, 1), dim, 2 * dim}) if k < points]
   starts = {"trained": params}
   for item in _STARTS.value:
@@ -71,7 +65,7 @@ def main(argv):
   starts["random init"] = learner.init(jax.random.PRNGKey(_SEED.value), episode)
   try:
     result = exchange_grid(learner, starts, episode, examples, steps=_STEPS.value,
-                           ranks=_integers("ranks", _RANKS.value),
+                           ranks=list_flags.numbers("ranks", _RANKS.value, int),
                            learning_rate=_LEARNING_RATE.value, seed=_SEED.value)
   except ValueError as error:
     sys.exit(f"metalearn: {error}")

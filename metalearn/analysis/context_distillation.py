@@ -19,8 +19,9 @@ import numpy as np
 import optax
 
 from metalearn.analysis.exchange_rate import Adaptable, tracked_descent, transformer_adaptable
+from metalearn.analysis.exchange_grid import check_grid
 from metalearn.analysis.implicit_weights import probe_episodes
-from metalearn.core import checks, losses
+from metalearn.core import losses
 from metalearn.core.episode import Episode
 from metalearn.evaluation.prompts import query_episodes
 from metalearn.learners.base import Params
@@ -70,16 +71,9 @@ def _at_slot(transformer: Transformer, params: Params, prompts: Episode, slot: i
 
 def _check(episode: Episode, fresh_x: jax.Array, examples: Sequence[int], steps: int,
            ranks: Sequence[int]) -> None:
-  checks.check_int("steps", steps, 1, name_kind=False)
   if not ranks:
     raise ValueError("distillation_grid: ranks must name at least one LoRA rank, got none")
-  for rank in ranks:
-    checks.check_int("LoRA rank", rank, 1, name_kind=False)
-  for k in examples:
-    checks.check_int("examples k", k, 1, name_kind=False)
-    if k >= episode.num_points:
-      raise ValueError(f"examples k={k} must leave a query in prompts of {episode.num_points} "
-                       "points")
+  check_grid(episode, examples, steps, ranks)
   if fresh_x.ndim != 3 or fresh_x.shape[0] != episode.batch_size or \
       fresh_x.shape[2] != episode.dim or fresh_x.shape[1] < 1:
     raise ValueError(f"fresh inputs must be [prompts={episode.batch_size}, M >= 1, "

@@ -33,6 +33,20 @@ def _routes(params: Params, ranks: Sequence[int], seed: int) -> dict[str, Any]:
   return routes
 
 
+def check_grid(episode: Episode, examples: Sequence[int], steps: int,
+               ranks: Sequence[int]) -> None:
+  """Refuses a grid of fine-tuning runs that cannot run: steps and ranks below 1, and k that
+  leaves no query in the prompts."""
+  checks.check_int("steps", steps, 1, name_kind=False)
+  for rank in ranks:
+    checks.check_int("LoRA rank", rank, 1, name_kind=False)
+  for k in examples:
+    checks.check_int("examples k", k, 1, name_kind=False)
+    if k >= episode.num_points:
+      raise ValueError(f"examples k={k} must leave a query in prompts of {episode.num_points} "
+                       "points")
+
+
 def exchange_grid(transformer: Transformer, starts: Mapping[str, Params], episode: Episode,
                   examples: Sequence[int], *, steps: int, ranks: Sequence[int] = (),
                   learning_rate: float = 1e-3, loss: str = "squared_error",
@@ -45,14 +59,7 @@ def exchange_grid(transformer: Transformer, starts: Mapping[str, Params], episod
   if "trained" not in starts:
     raise ValueError(f"exchange_grid: starts must hold 'trained' (the in-context learner's "
                      f"params); got {sorted(starts)}")
-  checks.check_int("steps", steps, 1, name_kind=False)
-  for rank in ranks:
-    checks.check_int("LoRA rank", rank, 1, name_kind=False)
-  for k in examples:
-    checks.check_int("examples k", k, 1, name_kind=False)
-    if k >= episode.num_points:
-      raise ValueError(f"examples k={k} must leave a query in prompts of {episode.num_points} "
-                       "points")
+  check_grid(episode, examples, steps, ranks)
   per_point = losses.get(loss)
   in_context_y = transformer.predict(starts["trained"], episode)           # [B, P, O]
   hidden, layers = transformer.hidden, transformer.num_layers
