@@ -13,7 +13,7 @@ from metalearn.engine.runs import build_experiment
 from metalearn.learners import LEARNERS
 from metalearn.tasks import TASKS
 
-FAMILIES = ("linear_regression", "gd_layers", "sinusoid", "fewshot")
+FAMILIES = ("linear_regression", "gd_layers", "sinusoid", "fewshot", "recurrent")
 # Every variant each config file declares; Omniglot's need its archive (--config.task.data_dir).
 CONFIGS = {family: [v for v in importlib.import_module(f"configs.{family}").VARIANTS
                     if not v.startswith("omniglot-")] for family in FAMILIES}
@@ -56,7 +56,7 @@ def _hashable(section):
 def test_unknown_variant_names_the_allowed_ones():
   from configs.linear_regression import get_config
   with pytest.raises(ValueError, match="unknown variant 'tiny' of configs/linear_regression.py; "
-                                       "allowed: default, smoke, garg, small, standard, akyurek$"):
+                                       "allowed: default, smoke, garg, small, standard, akyurek, rotary$"):
     get_config("tiny")
 
 

@@ -35,10 +35,12 @@ def _run(launcher, *arguments):
      "data_parallel, grad_clip, "),
     ("nope.py", None, "metalearn: --config: no config file '{configs}/nope.py'; the config "
                       "files: {configs}/fewshot.py, {configs}/gd_layers.py, "
-                      "{configs}/linear_regression.py, {configs}/sinusoid.py\n"),
+                      "{configs}/linear_regression.py, {configs}/recurrent.py, "
+                      "{configs}/sinusoid.py\n"),
     ("linear_regression.py:nope", None,
      "metalearn: --config={configs}/linear_regression.py:nope: unknown variant 'nope' of "
-     "configs/linear_regression.py; allowed: default, smoke, garg, small, standard, akyurek\n"),
+     "configs/linear_regression.py; allowed: default, smoke, garg, small, standard, akyurek, "
+     "rotary\n"),
     # Slow: it starts jax; the library-level check of non-finite values is tested fast.
     pytest.param("linear_regression.py:smoke", "--config.train.learning_rate=inf",
                  "metalearn: bad config: train.learning_rate must be a finite number, got inf\n",
