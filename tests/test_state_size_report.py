@@ -70,3 +70,4 @@ def test_the_launcher_reports_a_shipped_run_beside_least_squares(tmp_path):
   assert int(rows["transformer"]["state_floats"]) == 3 * 2 * 42 * 64
   assert (report / "state_size.png").stat().st_size > 1000
   assert (report / "long_prompts.png").stat().st_size > 1000
+  assert (report / "errors.png").stat().st_size > 1000

@@ -85,8 +85,9 @@ def lines(x: np.ndarray, table: Mapping[str, np.ndarray], path: str, xlabel: str
   """One line per key over a shared x axis (layers, interpolation α); `vertical` marks an x."""
   fig = matplotlib.figure.Figure(figsize=(6.5, 4.2))
   ax = fig.subplots()
-  for name, values in table.items():
-    ax.plot(x, values, marker=".", label=name)
+  for index, (name, values) in enumerate(table.items()):
+    # Past the ten colours of the cycle, the lines differ by their style too.
+    ax.plot(x, values, marker=".", label=name, linestyle=("-", "--", ":")[index // 10 % 3])
   if log:
     ax.set_yscale("log")
   if vertical is not None:

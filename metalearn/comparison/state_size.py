@@ -13,9 +13,9 @@ HEADER = ["learner", "kind", "parameters", "state_floats", "state_floats_long", 
 
 
 def write_state_report(result: dict[str, Any], directory: str, title: str) -> list[str]:
-  """state_size.{csv,json}, state_size.png (error at k against state floats, log scale) and
-  long_prompts.png (error by k on the long prompts, the training length marked); returns the
-  table as markdown lines."""
+  """state_size.{csv,json}, state_size.png (error at k against state floats, log scale),
+  errors.png (error by k at the training length) and long_prompts.png (error by k on the long
+  prompts, the training length marked); returns the table as markdown lines."""
   os.makedirs(directory, exist_ok=True)
   rows = result["rows"]
   report.write_table(directory, "state_size", HEADER,
@@ -26,6 +26,10 @@ def write_state_report(result: dict[str, Any], directory: str, title: str) -> li
                         os.path.join(directory, "state_size.png"),
                         f"floats carried about the context (at {train} points)",
                         f"normalised error after k = {k} examples", title, log_x=True)
+  plots.lines(np.arange(train), {name: curve["train"]
+                                  for name, curve in result["curves"].items()},
+              os.path.join(directory, "errors.png"), "in-context examples k",
+              "normalised error", f"{title}: prompts of {train} points")
   read = {name: curve["long"] for name, curve in result["curves"].items()
           if curve["long"] is not None}
   if read:
