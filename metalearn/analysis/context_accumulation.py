@@ -35,11 +35,8 @@ def fast_weight_bytes(written: Written) -> int:
 def kv_cache_bytes(learner: Any, params: Params, tokens: int, itemsize: int = 4) -> int:
   """The bytes a KV cache of `tokens` context tokens holds: a key and a value per token in every
   layer application (transformer: hidden wide; gd_layers: heads × key width)."""
-  if isinstance(learner, Transformer):
-    return learner.num_layers * 2 * tokens * learner.hidden * itemsize
-  if isinstance(learner, GDLayers):
-    heads, key_width = params["layer" if learner.recurrent else "layer_0"]["key"].shape[:2]
-    return learner.num_layers * 2 * tokens * heads * key_width * itemsize
+  if isinstance(learner, (Transformer, GDLayers)):
+    return learner.kv_cache_floats(params, tokens) * itemsize
   raise TypeError(f"kv_cache_bytes: a transformer or gd_layers learner, got "
                   f"{type(learner).__name__}")
 
@@ -78,12 +75,11 @@ def accumulation(learner: Any, params: Params, episode: Episode, *, tasks: int, 
   scale = 1.0 / np.asarray(split(episode.zero_loss))                          # [G, T]
   each = lambda f: jax.jit(jax.vmap(jax.vmap(f)))                           # over G and T
 
+  predict_each = each(lambda w, xq: predict_written(learner, params, w, xq))
   alone = each(lambda xc, yc: write_context(learner, params, xc, yc))(x_context, y_context)
-  alone_error = _errors(per_point, each(
-      lambda w, xq: predict_written(learner, params, w, xq))(alone, x_query), y_query, scale)
+  alone_error = _errors(per_point, predict_each(alone, x_query), y_query, scale)
   nothing = Written([jnp.zeros_like(w) for w in alone.layers], 0)
-  nothing_error = _errors(per_point, each(
-      lambda w, xq: predict_written(learner, params, w, xq))(nothing, x_query), y_query, scale)
+  nothing_error = _errors(per_point, predict_each(nothing, x_query), y_query, scale)
 
   rows, written = [], None
   for decay in decays:

@@ -95,7 +95,7 @@ def distillation_grid(transformer: Transformer, params: Params, episode: Episode
   """
   _check(episode, fresh_x, examples, steps, ranks)
   per_point = losses.get(loss)
-  batch, out = episode.batch_size, episode.y.shape[-1]
+  batch = episode.batch_size
   scale = 1.0 / np.asarray(episode.zero_loss)
   mean = lambda values: float(np.mean(np.asarray(values) * scale))
   result = {"in_context": {}, "curves": {}, "rows": []}

@@ -12,18 +12,13 @@ trained on, or why it cannot read them (a learned position table ends at max_poi
 
 from typing import Any, Mapping
 
-import jax
 import numpy as np
 
 from metalearn.core import checks
 from metalearn.evaluation import prompts, scores
 from metalearn.learners import Learner
-from metalearn.learners.base import Params
+from metalearn.learners.base import Params, tree_size
 from metalearn.tasks import TaskFamily
-
-
-def parameter_count(params: Params) -> int:
-  return int(sum(leaf.size for leaf in jax.tree.leaves(params)))
 
 
 def error_curve(learner: Learner, params: Params, task: TaskFamily, points: int, *,
@@ -65,7 +60,7 @@ def state_table(entries: Mapping[str, tuple[Learner, Params]], task: TaskFamily,
     curves[name] = {"train": train, "long": long}
     rows.append({
         "learner": name, "kind": type(learner).__name__,
-        "parameters": parameter_count(params),
+        "parameters": tree_size(params),
         "state_floats": learner.state_floats(params, shapes[train_points]),
         "state_floats_long": learner.state_floats(params, shapes[long_points]),
         "error_at_k": float(train[examples]),

@@ -27,6 +27,11 @@ class BaseRun:
   params: Params = dataclasses.field(compare=False, hash=False, repr=False)
 
 
+def tree_size(tree: Params) -> int:
+  """The number of floats in a pytree (parameters, adapted weights, adapters)."""
+  return int(sum(leaf.size for leaf in jax.tree.leaves(tree)))
+
+
 class Learner:
   """A pair of pure functions over a pytree of meta-parameters.
 

@@ -22,7 +22,7 @@ import optax
 from metalearn.core import checks, losses
 from metalearn.core.episode import Episode
 from metalearn.learners import fine_tuning
-from metalearn.learners.base import BaseRun, Learner, Params
+from metalearn.learners.base import BaseRun, Learner, Params, tree_size
 from metalearn.learners.registry import LEARNERS
 from metalearn.learners.transformer import Transformer
 
@@ -118,7 +118,7 @@ class FineTune(Learner):
   def state_floats(self, params: Params, episode: Episode) -> int:
     """The fine-tuned copy's moved weights: every weight, or the rank-r adapters."""
     moved = params if self.rank == 0 else self.adapters(params)
-    return sum(leaf.size for leaf in jax.tree.leaves(moved))
+    return tree_size(moved)
 
   def adapters(self, params: Params) -> fine_tuning.Adapters:
     """The initial LoRA adapters (`fine_tuning.lora_adapters` of rank and seed): the same for

@@ -256,11 +256,16 @@ class GDLayers(Learner):
     """Linear attention: per layer application and head, the fast weight Σ v_j k_jᵀ over the
     context (learners/context_writing.py), whatever the context's length; softmax: the keys
     and values of the context's tokens, which grow with it."""
-    heads, key_width = params[self._layer_names()[0]]["key"].shape[:2]
     if not self.softmax:
+      heads, key_width = params[self._layer_names()[0]]["key"].shape[:2]
       return self.num_layers * heads * key_width * key_width
     context = episode.num_points if self.context_points is None else self.context_points
-    return self.num_layers * 2 * context * heads * key_width
+    return self.kv_cache_floats(params, context)
+
+  def kv_cache_floats(self, params, tokens: int) -> int:
+    """A key and a value per token, head and layer application (heads × key width)."""
+    heads, key_width = params[self._layer_names()[0]]["key"].shape[:2]
+    return self.num_layers * 2 * tokens * heads * key_width
 
   def predict(self, params, episode: Episode) -> jax.Array:
     out_dim, network = episode.y.shape[-1], self._network()

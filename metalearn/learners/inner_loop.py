@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from metalearn.core import checks, losses
 from metalearn.core.episode import Episode
-from metalearn.learners.base import Learner, Params
+from metalearn.learners.base import Learner, Params, tree_size
 from metalearn.learners.networks import BaseNetwork
 from metalearn.learners.registry import LEARNERS
 
@@ -87,7 +87,7 @@ class InnerLoop(Learner):
     return params["net"]
 
   def state_floats(self, params: Params, episode: Episode) -> int:
-    return sum(leaf.size for leaf in jax.tree.leaves(self.adapted_weights(params)))
+    return tree_size(self.adapted_weights(params))
 
   def context(self, episode: Episode) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(x, y, weights) of the context pairs [batch, context_points, ...] the inner loop fits.

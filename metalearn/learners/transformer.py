@@ -291,8 +291,12 @@ class Transformer(Learner):
     if self.attention == "linear":
       return self.num_layers * self.num_heads * head_dim * head_dim
     tokens = episode.num_points * (1 if self.layout == "concatenated" else 2)
-    cache = self.num_layers * 2 * tokens * self.hidden
+    cache = self.kv_cache_floats(params, tokens)
     return cache + (self.num_layers * self.hidden if self.attention == "momentum" else 0)
+
+  def kv_cache_floats(self, params, tokens: int) -> int:
+    """A key and a value, hidden wide, per token in every block."""
+    return self.num_layers * 2 * tokens * self.hidden
 
   def init(self, rng, episode: Episode):
     self.check_episode(episode.num_points, episode.dim)
