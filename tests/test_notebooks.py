@@ -28,8 +28,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   monkeypatch.setenv("METALEARN_SMOKE", "1")
   monkeypatch.setenv("METALEARN_REPO", ROOT)
   monkeypatch.setenv("METALEARN_RUNS", str(tmp_path))
-  # The kernel inherits the tests' compilation cache (tests/conftest.py sets it in the
-  # environment): the smoke train steps the notebooks build are compiled once.
+  # The kernel inherits the tests' environment: 2 host devices, no persistent compilation cache.
   notebook = nbformat.read(path, as_version=4)
   assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
       "commit notebooks without outputs"
