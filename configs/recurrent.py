@@ -10,7 +10,11 @@ Variants (`--config=configs/recurrent.py:NAME`):
   fast_weights
             linear attention in its recurrent form (a transformer with attention="linear",
             linear_pass="recurrent" and no positions): three layers of width 64 and 4 heads,
-            a fast-weight state of 3 · 4 · 16² floats; model.num_heads sets the state size;
+            a fast-weight state of 3 · 4 · 16² floats; model.num_heads sets the state size.
+            Its prompt is concatenated, one token (x_i, y_i) per pair: without positions a
+            linear attention weighs every earlier token alike, so with x_i and y_i in separate
+            tokens it cannot tell which y belongs to which x (interleaved, it stayed at the
+            zero predictor for 3,000 steps at every head count; benchmarks/RESULTS.md);
   smoke     the selective SSM shrunk so a run takes seconds (tests).
 The state size is `model.hidden` for the LSTM and GRU and `model.state_size` for the SSM;
 every learner reports it (`state_floats`). Task, data, training and evaluation are the
@@ -35,13 +39,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.name = {"smoke": "ssm", "fast_weights": "transformer"}.get(variant, variant)
   config.model.hidden = 64           # residual stream width (LSTM, GRU: the cell's state)
   config.model.num_layers = 2        # layers stacked
-  config.model.layout = "interleaved"  # tokens: interleaved | akyurek
+  config.model.layout = "interleaved"  # tokens: interleaved | akyurek (| concatenated: transformers)
   if variant == "fast_weights":
     config.model.num_layers = 3
     config.model.num_heads = 4         # heads per layer: the state is layers · heads · (64/heads)²
     config.model.attention = "linear"  # the only attention with a fast-weight form
     config.model.linear_pass = "recurrent"  # token by token: the state carried is Σ v kᵀ
     config.model.positions = "none"    # no position table: prompts of any length
+    config.model.layout = "concatenated"  # (x_i, y_i) in one token: pairs need no positions
   if config.model.name == "ssm":
     config.model.state_size = 16     # state numbers per channel
     config.model.expand = 2          # channels per stream dimension inside a layer
