@@ -13,7 +13,8 @@ from metalearn.engine.experiment import ConfigError
 from metalearn.engine.runs import build_experiment
 
 # The smoke variant of every learner the config files train (omniglot needs its archive).
-SMOKE = [("linear_regression", "smoke"), ("gd_layers", "smoke"), ("recurrent", "smoke")]
+SMOKE = [("linear_regression", "smoke"), ("gd_layers", "smoke"), ("recurrent", "smoke"),
+         ("task_diversity", "smoke")]
 SMOKE += [("sinusoid", f"{learner}-smoke") for learner in
           ("maml", "fomaml", "metasgd", "anil", "reptile", "imaml")]
 SMOKE += [("fewshot", f"{learner}-{shots}-smoke") for learner in

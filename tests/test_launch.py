@@ -36,7 +36,7 @@ def _run(launcher, *arguments):
     ("nope.py", None, "metalearn: --config: no config file '{configs}/nope.py'; the config "
                       "files: {configs}/fewshot.py, {configs}/gd_layers.py, "
                       "{configs}/linear_regression.py, {configs}/recurrent.py, "
-                      "{configs}/sinusoid.py\n"),
+                      "{configs}/sinusoid.py, {configs}/task_diversity.py\n"),
     ("linear_regression.py:nope", None,
      "metalearn: --config={configs}/linear_regression.py:nope: unknown variant 'nope' of "
      "configs/linear_regression.py; allowed: default, smoke, garg, small, standard, akyurek, "

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from metalearn.tasks import TASKS, TaskFamily, make_task
-from metalearn.tasks import classification, decision_tree, fewshot, linear, relu_net, sinusoid
+from metalearn.tasks import (base, classification, decision_tree, fewshot, linear, pool, relu_net,
+                             sinusoid)
 
 DIM = 5
 
@@ -19,6 +20,10 @@ CONFIGS = {
     "sparse_linear_regression": {"dim": DIM, "sparsity": 2, "w_scale": 1.5, "noise_std": 0.3},
     "relu_net_regression": {"dim": DIM, "hidden": 16},
     "sinusoid": {"dim": 1},
+    # A pool large enough that its prompts' mean zero loss is the base family's (the test
+    # of zero_loss samples 20,000 prompts); tests/test_pool.py tests small pools.
+    "task_pool": {"base": {"name": "linear_regression", "dim": DIM, "noise_std": 0.5},
+                  "size": 4096, "seed": 3},
 }
 
 # Few-shot episodes have a fixed length and real images with blank pixels;
@@ -195,7 +200,9 @@ def test_every_task_family_is_registered_under_its_name():
               "decision_tree": decision_tree.DecisionTree,
               "sinusoid": sinusoid.Sinusoid,
               "linear_classification": classification.LinearClassification,
-              "fewshot_classification": fewshot.FewShotClassification}
+              "fewshot_classification": fewshot.FewShotClassification,
+              "task_pool": pool.TaskPool}
   assert {name: TASKS.get(name) for name in TASKS.names} == expected
-  defined = {cls for cls in _subclasses(TaskFamily) if cls.__module__.startswith("metalearn.")}
+  defined = {cls for cls in _subclasses(TaskFamily) if cls.__module__.startswith("metalearn.")
+             and cls is not base.ParametricTaskFamily}  # what the families share
   assert defined == set(expected.values())

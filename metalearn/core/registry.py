@@ -30,10 +30,11 @@ class Registry:
     check_one_of(self.kind, name, self.names)
     return self._entries[name]
 
-  def build(self, section: Mapping[str, Any], **extra: Any) -> Any:
+  def build(self, section: Mapping[str, Any], *, path: str | None = None, **extra: Any) -> Any:
     """Builds the entry named by `section['name']` from the section's other fields.
 
-    Unknown fields fail loudly with the allowed ones, before anything compiles.
+    Unknown fields fail loudly with the allowed ones, before anything compiles. `path`: where
+    the section sits in the config when it is nested ("task.base"), for the messages.
     """
     fields = dict(section)
     if "name" not in fields:
@@ -49,5 +50,5 @@ class Registry:
     # A JSON round trip (a run's saved config) turns tuples into lists; entries are
     # static jit arguments and must stay hashable.
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    check_fields(cls, fields, self.section)
+    check_fields(cls, fields, path or self.section)
     return cls(**fields, **extra)

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from metalearn.evaluation import plots, prompts, shots, tables
-from metalearn.evaluation.scores import Evaluation, evaluate_learners
+from metalearn.evaluation import plots, shots, tables
+from metalearn.evaluation.scores import Evaluation, evaluate_held_out
 from metalearn.engine import log_window, metric_writers, progress
 from metalearn.engine.checkpoints import Checkpoints
 from metalearn.engine.data_parallel import make_data_parallel
@@ -210,20 +210,21 @@ def evaluate_run(experiment: Experiment, params: Any, workdir: str, write: bool 
   value per position); a fixed-context learner (the MAML family), or any learner on a
   task with a fixed support set (few-shot episodes), by the loss and metrics of its
   queries, each predicted from that context alone, with 95% intervals, once per
-  evaluation variant (inner-step count), beside its baselines on the same queries.
+  evaluation variant (inner-step count), beside its baselines on the same queries. A task
+  pool's learners are scored on its own tasks and on fresh ones, side by side (each name says
+  which: "transformer (pretrain)", "transformer (latent)").
   `write`: False scores without writing (the processes of a multi-host run other than 0).
   """
   cfg = experiment.eval
   task = experiment.eval_task
-  episode = prompts.held_out_episodes(task, cfg.num_prompts, experiment.points, cfg.seed)
   learners = {name: (learner, params) for name, learner in
               experiment.learner.evaluation_variants(experiment.learner_name).items()}
   learners.update({name: (make_baseline(name, task), {}) for name in cfg.baselines})
   directory = os.path.join(workdir, EVAL_DIR)
   title = f"{type(task).__name__}, d = {task.dim}"
   context = shots.run_context(experiment.learner, task)
-  evaluation = evaluate_learners(learners, task, episode, cfg.batch_size,
-                                 by_shots=context is None,
+  evaluation = evaluate_held_out(learners, task, cfg.num_prompts, experiment.points, cfg.seed,
+                                 cfg.batch_size, by_shots=context is None,
                                  contexts=() if context is None else (context,))
   if not write:
     return evaluation

@@ -11,7 +11,7 @@ import numpy as np
 
 from metalearn.core.episode import Episode
 from metalearn.evaluation.intervals import mean_and_interval
-from metalearn.evaluation.prompts import chunks, query_episodes
+from metalearn.evaluation.prompts import chunks, held_out_episodes, query_episodes
 from metalearn.evaluation.shots import check_predicts_at, predicts_at, valid_positions
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
@@ -152,4 +152,25 @@ def evaluate_learners(learners: Mapping[str, tuple[Learner, Params]], task: Task
       name: query_metrics(learner, params, task, episode, c, batch_size)
       for name, (learner, params) in learners.items() if predicts_at(learner, c)})
       for c in contexts}
+  return Evaluation(errors, tables)
+
+
+def evaluate_held_out(learners: Mapping[str, tuple[Learner, Params]], task: TaskFamily,
+                      num_prompts: int, points: int, seed: int, batch_size: int, *,
+                      by_shots: bool = True, contexts: Sequence[int] = ()) -> Evaluation:
+  """`evaluate_learners` on the held-out prompts of each of `task.held_out_families()`, one
+  Evaluation; with more than one family (a task pool's "pretrain" and "latent"), every name
+  says its family: "transformer (pretrain)". Each family's prompts come from the same seed."""
+  families = task.held_out_families()
+  parts = {split: evaluate_learners(learners, family,
+                                    held_out_episodes(family, num_prompts, points, seed),
+                                    batch_size, by_shots=by_shots, contexts=contexts)
+           for split, family in families.items()}
+  if len(parts) == 1:
+    return next(iter(parts.values()))
+  named = lambda name, split: f"{name} ({split})"
+  errors = {named(name, split): values for split, part in parts.items()
+            for name, values in part.normalised_errors.items()}
+  tables = {c: {named(name, split): row for split, part in parts.items()
+                for name, row in part.query_tables[c].items()} for c in contexts}
   return Evaluation(errors, tables)

@@ -15,6 +15,7 @@ from metalearn.learners import reptile  # noqa: F401  (registers its learners)
 from metalearn.learners import finetune  # noqa: F401  (registers its learners)
 from metalearn.learners import recurrent  # noqa: F401  (registers its learners)
 from metalearn.learners import selective_ssm  # noqa: F401  (registers its learners)
+from metalearn.learners.dmmse import DiscreteMMSE
 
 
 def make_learner(section) -> Learner:
@@ -29,20 +30,9 @@ def _is_baseline(cls: type) -> bool:
       for f in dataclasses.fields(cls))
 
 
-def baseline_names() -> list[str]:
-  """The learners without meta-parameters that their name alone builds, plus 'bayes_ridge'."""
-  return sorted([n for n in LEARNERS.names if _is_baseline(LEARNERS.get(n))] + ["bayes_ridge"])
-
-
-def make_baseline(name: str, task) -> Learner:
-  """A baseline by name with its default settings.
-
-  'bayes_ridge' is ridge with λ = σ²/τ² read from the task, the posterior mean
-  (Akyürek et al. 2022); with no noise it is minimum-norm least squares.
-  """
-  checks.check_one_of("baseline", name, baseline_names())
-  if name != "bayes_ridge":
-    return LEARNERS.build({"name": name})
+def _bayes_ridge(task) -> Learner:
+  """Ridge with λ = σ²/τ² read from the task, the posterior mean (Akyürek et al. 2022); with
+  no noise, minimum-norm least squares."""
   lam = getattr(task, "ridge_lambda", None)
   if lam is None:
     raise ValueError(f"baseline 'bayes_ridge' needs a task with a Gaussian prior and noise "
@@ -50,3 +40,24 @@ def make_baseline(name: str, task) -> Learner:
   if lam == 0:
     return LEARNERS.build({"name": "least_squares"})
   return LEARNERS.build({"name": "ridge", "lam": lam})
+
+
+# Baselines whose settings come from the task they score (its prior, its noise, its pool):
+# name -> builder(task), which raises a ValueError naming the task when it has no such prior.
+_TASK_BASELINES = {"bayes_ridge": _bayes_ridge,
+                   "dmmse": lambda task: DiscreteMMSE(pool=task)}  # a pool's posterior mean
+
+
+def baseline_names() -> list[str]:
+  """The learners without meta-parameters that their name alone builds, and those whose
+  settings the task gives (bayes_ridge, ...)."""
+  return sorted([n for n in LEARNERS.names if _is_baseline(LEARNERS.get(n))]
+                + list(_TASK_BASELINES))
+
+
+def make_baseline(name: str, task) -> Learner:
+  """A baseline by name: its default settings, or those the task gives (`_TASK_BASELINES`)."""
+  checks.check_one_of("baseline", name, baseline_names())
+  if name in _TASK_BASELINES:
+    return _TASK_BASELINES[name](task)
+  return LEARNERS.build({"name": name})

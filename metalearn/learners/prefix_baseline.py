@@ -27,7 +27,7 @@ def example_counts(num_points: int) -> jax.Array:
   return jnp.arange(num_points, dtype=jnp.float32)
 
 
-def _exclusive_cumsum(a: jax.Array) -> jax.Array:
+def exclusive_cumsum(a: jax.Array) -> jax.Array:
   """Sums over the points before each one along axis 0 (zero at position 0)."""
   return jnp.concatenate([jnp.zeros_like(a[:1]), jnp.cumsum(a[:-1], axis=0)], axis=0)
 
@@ -36,7 +36,7 @@ def prefix_grams(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per prefix, XᵀX [P, D, D] and Xᵀy [P, D, O] of the pairs before each point."""
   xx = precise_einsum("pd,pe->pde", x, x)
   xy = precise_einsum("pd,po->pdo", x, y)
-  return _exclusive_cumsum(xx), _exclusive_cumsum(xy)
+  return exclusive_cumsum(xx), exclusive_cumsum(xy)
 
 
 def apply_weights(x: jax.Array, w: jax.Array) -> jax.Array:

@@ -1,4 +1,5 @@
-"""What every task family shares: per-example sampling, masks, and the loss."""
+"""What every task family shares: per-example sampling, masks, and the loss; and what a family
+whose prompts each follow one drawn task (its weights) adds, so that a pool can hold tasks."""
 
 import dataclasses
 from typing import Any
@@ -35,6 +36,11 @@ class TaskFamily:
   def check_points(self, points: int) -> None:
     """Raises a clear error, before anything compiles, for a prompt length it cannot make."""
 
+  def held_out_families(self) -> dict[str, "TaskFamily"]:
+    """The families a run's held-out prompts come from, by name ("": the family itself); a task
+    pool scores its own tasks beside fresh ones (tasks/pool.py)."""
+    return {"": self}
+
   def sample_one(self, rng: jax.Array, points: int, dim_mask: jax.Array
                  ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:
     """One prompt: x [points, dim] (zero where dim_mask is 0), y [points, out_dim],
@@ -66,3 +72,25 @@ class TaskFamily:
   def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
     """Extra per-point metrics [batch, points] reported beside the loss."""
     return {}
+
+
+class ParametricTaskFamily(TaskFamily):
+  """A family whose prompt is one task (its parameters: weights, an amplitude) and points from it.
+
+  `draw_task` and `sample_for_task` both take the prompt's key and use their own parts of the
+  split the family always made, so `sample_one` draws exactly what it drew before the two were
+  separated; a task pool (tasks/pool.py) passes a pool task's key to `draw_task` instead.
+  """
+
+  def draw_task(self, rng: jax.Array, dim_mask: jax.Array) -> dict[str, jax.Array]:
+    """The task of the prompt whose key is `rng`: its parameters, the prompt's info."""
+    raise NotImplementedError
+
+  def sample_for_task(self, rng: jax.Array, points: int, dim_mask: jax.Array,
+                      task: dict[str, jax.Array]
+                      ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+    """The prompt of key `rng` on `task`: x, y, the zero predictor's loss and the info."""
+    raise NotImplementedError
+
+  def sample_one(self, rng, points, dim_mask):
+    return self.sample_for_task(rng, points, dim_mask, self.draw_task(rng, dim_mask))

@@ -6,7 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.base import ParametricTaskFamily
 from metalearn.tasks.registry import TASKS
 
 
@@ -17,7 +17,7 @@ def _sign(z: jax.Array) -> jax.Array:
 
 @TASKS.register("linear_classification")
 @dataclasses.dataclass(frozen=True)
-class LinearClassification(TaskFamily):
+class LinearClassification(ParametricTaskFamily):
   """y = sign(wᵀx) ∈ {−1, +1}, w ~ N(0, I) and x ~ N(0, I) over the active coordinates.
 
   Garg et al. 2022's noiseless linear functions with their outputs thresholded
@@ -27,12 +27,15 @@ class LinearClassification(TaskFamily):
 
   loss_name = "logistic"
 
-  def sample_one(self, rng, points, dim_mask):
-    kx, kw = jax.random.split(rng)
+  def draw_task(self, rng, dim_mask):
+    kw = jax.random.split(rng)[1]
+    return {"w": jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]}
+
+  def sample_for_task(self, rng, points, dim_mask, task):
+    kx = jax.random.split(rng)[0]
     x = jax.random.normal(kx, (points, self.dim)) * dim_mask
-    w = jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]
-    y = _sign(x @ w)
-    return x, y, jnp.asarray(math.log(2.0), jnp.float32), {"w": w}
+    y = _sign(x @ task["w"])
+    return x, y, jnp.asarray(math.log(2.0), jnp.float32), task
 
   def metrics(self, y_hat: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
     """Per-point accuracy [batch, points]: 1.0 where sign(ŷ) equals the label."""

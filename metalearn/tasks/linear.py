@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from metalearn.core import checks
-from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.base import ParametricTaskFamily
 from metalearn.tasks.registry import TASKS
 
 # E[x_i²] of each input distribution.
@@ -15,7 +15,7 @@ _X_VARIANCE = {"normal": 1.0, "uniform": 1.0 / 12.0}
 
 @TASKS.register("linear_regression")
 @dataclasses.dataclass(frozen=True)
-class LinearRegression(TaskFamily):
+class LinearRegression(ParametricTaskFamily):
   """y = wᵀx + σε with w ~ N(0, τ²I), x ~ N(0, I) (or U(−0.5, 0.5)), ε ~ N(0, 1).
 
   The zero predictor's expected loss is τ²·E[x_i²]·(active dims) + σ², which is
@@ -38,23 +38,26 @@ class LinearRegression(TaskFamily):
     """λ = σ²/τ², for which ridge regression is the posterior mean."""
     return self.noise_std**2 / self.w_scale**2
 
-  def sample_one(self, rng, points, dim_mask):
-    kx, kw, kn = jax.random.split(rng, 3)
+  def draw_task(self, rng, dim_mask):
+    kw = jax.random.split(rng, 3)[1]
+    return {"w": self.w_scale * jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]}
+
+  def sample_for_task(self, rng, points, dim_mask, task):
+    kx, _, kn = jax.random.split(rng, 3)
     if self.x_distribution == "normal":
       x = jax.random.normal(kx, (points, self.dim))
     else:
       x = jax.random.uniform(kx, (points, self.dim), minval=-0.5, maxval=0.5)
     x = x * dim_mask
-    w = self.w_scale * jax.random.normal(kw, (self.dim, 1)) * dim_mask[:, None]
-    y = x @ w + self.noise_std * jax.random.normal(kn, (points, 1))
+    y = x @ task["w"] + self.noise_std * jax.random.normal(kn, (points, 1))
     zero_loss = (self.w_scale**2 * _X_VARIANCE[self.x_distribution] * jnp.sum(dim_mask)
                  + self.noise_std**2)
-    return x, y, zero_loss, {"w": w}
+    return x, y, zero_loss, task
 
 
 @TASKS.register("sparse_linear_regression")
 @dataclasses.dataclass(frozen=True)
-class SparseLinearRegression(TaskFamily):
+class SparseLinearRegression(ParametricTaskFamily):
   """Garg et al. 2022's sparse linear functions: y = wᵀx + σε with s non-zero weights.
 
   The support is s coordinates drawn uniformly without replacement among the
@@ -74,16 +77,19 @@ class SparseLinearRegression(TaskFamily):
     checks.check_positive("w_scale", self.w_scale, name_kind=False)
     checks.check_number("noise_std", self.noise_std, at_least=0, name_kind=False)
 
-  def sample_one(self, rng, points, dim_mask):
-    kx, ks, kw, kn = jax.random.split(rng, 4)
-    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+  def draw_task(self, rng, dim_mask):
+    _, ks, kw, _ = jax.random.split(rng, 4)
     # The s smallest of i.i.d. uniform scores form a uniform s-subset; inactive
     # coordinates score above every active one, so they are chosen last.
     scores = jnp.where(dim_mask > 0, jax.random.uniform(ks, (self.dim,)), 2.0)
     rank = jnp.argsort(jnp.argsort(scores))
     support = (rank < self.sparsity) * dim_mask                       # [dim]
-    w = self.w_scale * jax.random.normal(kw, (self.dim, 1)) * support[:, None]
-    y = x @ w + self.noise_std * jax.random.normal(kn, (points, 1))
+    return {"w": self.w_scale * jax.random.normal(kw, (self.dim, 1)) * support[:, None]}
+
+  def sample_for_task(self, rng, points, dim_mask, task):
+    kx, _, _, kn = jax.random.split(rng, 4)
+    x = jax.random.normal(kx, (points, self.dim)) * dim_mask
+    y = x @ task["w"] + self.noise_std * jax.random.normal(kn, (points, 1))
     num_nonzero = jnp.minimum(self.sparsity, jnp.sum(dim_mask))
     zero_loss = self.w_scale**2 * num_nonzero + self.noise_std**2
-    return x, y, zero_loss, {"w": w}
+    return x, y, zero_loss, task

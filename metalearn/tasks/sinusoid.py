@@ -6,7 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from metalearn.tasks.base import TaskFamily
+from metalearn.tasks.base import ParametricTaskFamily
 from metalearn.tasks.registry import TASKS
 
 
@@ -21,7 +21,7 @@ def _uniform_cos_sin_2(low: float, high: float) -> tuple[float, float]:
 
 @TASKS.register("sinusoid")
 @dataclasses.dataclass(frozen=True)
-class Sinusoid(TaskFamily):
+class Sinusoid(ParametricTaskFamily):
   """Finn et al. 2017's sinusoids: y = A sin(x − φ).
 
   A ~ U[0.1, 5], φ ~ U[0, π] and x ~ U[−5, 5] by default (the MAML setting).
@@ -60,11 +60,15 @@ class Sinusoid(TaskFamily):
     cp, sp = _uniform_cos_sin_2(self.phase_min, self.phase_max)
     return mean_a2 * (1 - cx * cp - sx * sp) / 2
 
-  def sample_one(self, rng, points, dim_mask):
-    kx, ka, kp = jax.random.split(rng, 3)
+  def draw_task(self, rng, dim_mask):
+    _, ka, kp = jax.random.split(rng, 3)
+    return {"amplitude": jax.random.uniform(ka, (), minval=self.amplitude_min,
+                                            maxval=self.amplitude_max),
+            "phase": jax.random.uniform(kp, (), minval=self.phase_min, maxval=self.phase_max)}
+
+  def sample_for_task(self, rng, points, dim_mask, task):
+    kx = jax.random.split(rng, 3)[0]
     x = jax.random.uniform(kx, (points, 1), minval=self.x_min, maxval=self.x_max) * dim_mask
-    amplitude = jax.random.uniform(ka, (), minval=self.amplitude_min, maxval=self.amplitude_max)
-    phase = jax.random.uniform(kp, (), minval=self.phase_min, maxval=self.phase_max)
-    y = amplitude * jnp.sin(x - phase)
+    y = task["amplitude"] * jnp.sin(x - task["phase"])
     zero_loss = jnp.asarray(self.zero_loss, jnp.float32)
-    return x, y, zero_loss, {"amplitude": amplitude, "phase": phase}
+    return x, y, zero_loss, task
