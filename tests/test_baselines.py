@@ -115,8 +115,9 @@ def test_all_prefix_predict_matches_prefix_by_prefix(setting, small_episode):
 
 def test_the_baselines_are_the_learners_without_meta_parameters():
   """eval.baselines may name exactly these (test_gd_solvers.py checks the GD solvers')."""
-  assert baseline_names() == ["averaging", "bayes_ridge", "dmmse", "gd", "gd_plus_plus", "knn",
-                              "least_squares", "newton_schulz", "preconditioned_gd", "ridge"]
+  assert baseline_names() == ["averaging", "bayes_mixture", "bayes_ridge", "dmmse", "gd",
+                              "gd_plus_plus", "knn", "lasso", "least_squares", "newton_schulz",
+                              "preconditioned_gd", "ridge"]
 
 
 # Each baseline a name alone builds (what eval.baselines gives) and its settings then; on a

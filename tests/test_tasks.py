@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from metalearn.tasks import TASKS, TaskFamily, make_task
-from metalearn.tasks import (base, classification, decision_tree, fewshot, linear, pool, relu_net,
-                             sinusoid)
+from metalearn.tasks import (base, classification, decision_tree, fewshot, linear, mixture, pool,
+                             relu_net, sinusoid)
 
 DIM = 5
 
@@ -24,6 +24,12 @@ CONFIGS = {
     # of zero_loss samples 20,000 prompts); tests/test_pool.py tests small pools.
     "task_pool": {"base": {"name": "linear_regression", "dim": DIM, "noise_std": 0.5},
                   "size": 4096, "seed": 3},
+    # Two noise levels and a sparse component; tests/test_mixture.py tests mixtures further.
+    "mixture": {"components": ({"name": "linear_regression", "dim": DIM, "noise_std": 0.1},
+                               {"name": "linear_regression", "dim": DIM, "noise_std": 1.0},
+                               {"name": "sparse_linear_regression", "dim": DIM,
+                                "sparsity": 2}),
+                "weights": (0.5, 0.25, 0.25)},
 }
 
 # Few-shot episodes have a fixed length and real images with blank pixels;
@@ -201,7 +207,8 @@ def test_every_task_family_is_registered_under_its_name():
               "sinusoid": sinusoid.Sinusoid,
               "linear_classification": classification.LinearClassification,
               "fewshot_classification": fewshot.FewShotClassification,
-              "task_pool": pool.TaskPool}
+              "task_pool": pool.TaskPool,
+              "mixture": mixture.TaskMixture}
   assert {name: TASKS.get(name) for name in TASKS.names} == expected
   defined = {cls for cls in _subclasses(TaskFamily) if cls.__module__.startswith("metalearn.")
              and cls is not base.ParametricTaskFamily}  # what the families share

@@ -15,6 +15,8 @@ from metalearn.learners import reptile  # noqa: F401  (registers its learners)
 from metalearn.learners import finetune  # noqa: F401  (registers its learners)
 from metalearn.learners import recurrent  # noqa: F401  (registers its learners)
 from metalearn.learners import selective_ssm  # noqa: F401  (registers its learners)
+from metalearn.learners import lasso  # noqa: F401  (registers its learners)
+from metalearn.learners.bayes_mixture import BayesMixture, components_of
 from metalearn.learners.dmmse import DiscreteMMSE
 
 
@@ -45,6 +47,7 @@ def _bayes_ridge(task) -> Learner:
 # Baselines whose settings come from the task they score (its prior, its noise, its pool):
 # name -> builder(task), which raises a ValueError naming the task when it has no such prior.
 _TASK_BASELINES = {"bayes_ridge": _bayes_ridge,
+                   "bayes_mixture": lambda task: BayesMixture(components_of(task)),
                    "dmmse": lambda task: DiscreteMMSE(pool=task)}  # a pool's posterior mean
 
 

@@ -6,6 +6,7 @@ from metalearn.tasks import classification  # noqa: F401  (registers its tasks)
 from metalearn.tasks import decision_tree  # noqa: F401
 from metalearn.tasks import fewshot  # noqa: F401
 from metalearn.tasks import linear  # noqa: F401
+from metalearn.tasks import mixture  # noqa: F401
 from metalearn.tasks import pool  # noqa: F401
 from metalearn.tasks import relu_net  # noqa: F401
 from metalearn.tasks import sinusoid  # noqa: F401

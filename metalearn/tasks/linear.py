@@ -1,6 +1,8 @@
 """Linear regression prompts (Garg et al. 2022; Akyürek et al. 2022)."""
 
 import dataclasses
+import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,10 @@ from metalearn.tasks.registry import TASKS
 
 # E[x_i²] of each input distribution.
 _X_VARIANCE = {"normal": 1.0, "uniform": 1.0 / 12.0}
+
+# The most supports a sparse family's prior is written out as (C(20, 3) = 1,140 is Garg et
+# al.'s setting); the Bayes predictor holds one fit per support.
+_MAX_SUPPORTS = 10_000
 
 
 @TASKS.register("linear_regression")
@@ -37,6 +43,10 @@ class LinearRegression(ParametricTaskFamily):
   def ridge_lambda(self) -> float:
     """λ = σ²/τ², for which ridge regression is the posterior mean."""
     return self.noise_std**2 / self.w_scale**2
+
+  def gaussian_components(self) -> list[tuple[float, tuple[float, ...], float]]:
+    """The prior as (probability, prior std of each weight, noise std): one Gaussian."""
+    return [(1.0, (self.w_scale,) * self.dim, self.noise_std)]
 
   def draw_task(self, rng, dim_mask):
     kw = jax.random.split(rng, 3)[1]
@@ -76,6 +86,18 @@ class SparseLinearRegression(ParametricTaskFamily):
       raise ValueError(f"sparsity must be in [1, dim={self.dim}], got {self.sparsity}")
     checks.check_positive("w_scale", self.w_scale, name_kind=False)
     checks.check_number("noise_std", self.noise_std, at_least=0, name_kind=False)
+
+  def gaussian_components(self) -> list[tuple[float, tuple[float, ...], float]]:
+    """The prior as one Gaussian per support, each equally likely (with every dimension
+    active, as at evaluation): (probability, prior std of each weight, noise std)."""
+    count = math.comb(self.dim, self.sparsity)
+    if count > _MAX_SUPPORTS:
+      raise ValueError(f"sparse_linear_regression with dim={self.dim}, sparsity="
+                       f"{self.sparsity} has {count} supports; a Gaussian mixture over them "
+                       f"allows at most {_MAX_SUPPORTS}")
+    return [(1.0 / count, tuple(self.w_scale * (i in support) for i in range(self.dim)),
+             self.noise_std) for support in itertools.combinations(range(self.dim),
+                                                                   self.sparsity)]
 
   def draw_task(self, rng, dim_mask):
     _, ks, kw, _ = jax.random.split(rng, 4)
