@@ -1,5 +1,6 @@
 """Two simulated CPU devices for every test, quick compiles, no persistent compilation cache."""
 
+import faulthandler
 import os
 
 # Before jax is imported anywhere (and inherited by the launchers and notebook kernels the tests
@@ -40,7 +41,33 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.timeout(_SLOW_TEST_TIMEOUT_S))
 
 
+# pytest-timeout's thread needs the GIL to end a stuck test: in CI a worker died, its replacement
+# stalled with no output, and the run hung until the CI's limit. faulthandler's watchdog is a C
+# thread that needs no GIL: this long after a test's own limit it prints every thread's stack
+# and ends the worker, which xdist replaces.
+_WATCHDOG_MARGIN_S = 120
+_watchdog_output = []  # the process's stderr, kept before pytest captures it (pytest_configure)
+
+
+def _arm_watchdog(seconds: float) -> None:
+  faulthandler.dump_traceback_later(seconds, exit=True,
+                                    file=_watchdog_output[0] if _watchdog_output else 2)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+  marker = item.get_closest_marker("timeout")
+  limit = float(marker.args[0] if marker and marker.args else item.config.getini("timeout") or 0)
+  if limit > 0:
+    _arm_watchdog(limit + _WATCHDOG_MARGIN_S)
+  try:
+    yield
+  finally:
+    faulthandler.cancel_dump_traceback_later()
+
+
 def pytest_configure(config):
+  _watchdog_output.append(os.fdopen(os.dup(2), "w"))
   # Runs before any test module is imported, so before jax starts its backend. Only the default
   # selection (setup.cfg's -m "not slow"): any other may hold slow tests.
   if (config.option.markexpr or "").strip() == "not slow":

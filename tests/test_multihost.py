@@ -9,13 +9,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from distributed_worker import smoke_config
-from metalearn.engine import train as train_module
-from metalearn.engine.runs import build_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
@@ -71,13 +67,13 @@ def _params(out, process):
     return [saved[str(i)] for i in range(len(saved.files))]
 
 
-def _reference(overrides, workdir):
-  """The params of one process training the same global batch on this test's 2 devices."""
-  assert jax.device_count() == 2
-  params, finished = train_module.train(build_experiment(smoke_config(overrides)), workdir,
-                                        writer_names=())
-  assert finished
-  return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+def _reference(overrides, tmp_path):
+  """The params of one process training the same global batch on 2 devices: launched as its
+  own process too, so that an XLA abort in a two-device compile fails this test alone (one in
+  a pytest worker ended the worker, and the CI run then hung)."""
+  out = str(tmp_path / "reference")
+  assert _launch(1, 2, out + "/run", out, overrides) == [0], _logs(out)
+  return _params(out, 0)
 
 
 def _metric_steps(workdir):
@@ -103,7 +99,7 @@ def test_two_processes_pmap_train_one_run_written_once_and_resume_after_a_kill(t
   assert _launch(2, 1, workdir, out, overrides) == [0, 0], _logs(out)
   _assert_written_once(workdir)
   # All-reduces of two devices' sums in any order give the same floats: bit for bit.
-  reference = _reference(overrides, str(tmp_path / "reference"))
+  reference = _reference(overrides, tmp_path)
   for process in (0, 1):
     for got, want in zip(_params(out, process), reference, strict=True):
       np.testing.assert_array_equal(got, want)
@@ -115,7 +111,7 @@ def test_two_processes_jit_over_a_mesh_equal_one_process(tmp_path):
   overrides = {**OVERRIDES, "train.data_parallel": "jit"}
   assert _launch(2, 1, workdir, out, overrides) == [0, 0], _logs(out)
   _assert_written_once(workdir)
-  reference = _reference(overrides, str(tmp_path / "reference"))
+  reference = _reference(overrides, tmp_path)
   for process in (0, 1):
     for got, want in zip(_params(out, process), reference, strict=True):
       np.testing.assert_array_equal(got, want)  # one partitioned program, split alike
@@ -151,7 +147,7 @@ def test_two_processes_set_a_damaged_checkpoint_aside_once_and_resume_before_it(
   assert _launch(2, 1, workdir, out, overrides) == [0, 0], _logs(out)
   assert os.listdir(os.path.join(workdir, "checkpoints_damaged")) == ["20"]
   _assert_written_once(workdir)
-  reference = _reference(overrides, str(tmp_path / "reference"))
+  reference = _reference(overrides, tmp_path)
   for process in (0, 1):
     for got, want in zip(_params(out, process), reference, strict=True):
       np.testing.assert_array_equal(got, want)
@@ -174,7 +170,7 @@ def test_sigterm_to_one_process_stops_every_process_at_one_checkpoint(tmp_path):
   assert len(saved) == 1 and saved[0] < 400 and _metric_steps(workdir)[-1] <= saved[0]
   assert _launch(2, 1, workdir, out, overrides) == [0, 0], _logs(out)
   assert _metric_steps(workdir) == list(range(5, 405, 5))
-  reference = _reference(overrides, str(tmp_path / "reference"))
+  reference = _reference(overrides, tmp_path)
   for process in (0, 1):
     for got, want in zip(_params(out, process), reference, strict=True):
       np.testing.assert_array_equal(got, want)

@@ -10,6 +10,7 @@ from metalearn import pretrained
 from metalearn.engine.runs import load_base_run
 from metalearn.learners import make_learner
 from metalearn.learners.registry import LEARNERS
+from metalearn.tasks import make_task
 
 DIM, OUT = 3, 1
 
@@ -52,7 +53,12 @@ CASES = {
     "gd_plus_plus": ({}, (DIM * DIM + DIM * OUT,) * 2),
     "preconditioned_gd": ({}, (DIM * DIM + DIM * OUT,) * 2),
     "newton_schulz": ({}, (DIM * DIM + DIM * OUT,) * 2),
+    "lasso": ({}, (DIM * DIM + DIM * OUT,) * 2),                 # XᵀX and Xᵀy (FISTA reads them)
     "averaging": ({}, (DIM * OUT,) * 2),                         # Σ y x
+    "bayes_mixture": ({"components": ((0.5, (1.0,) * DIM, 0.1), (0.5, (1.0,) * DIM, 1.0))},
+                      (2 * (DIM * DIM + DIM * OUT + 1),) * 2),   # per component: root, mean, log p
+    "dmmse": ({"pool": make_task({"name": "task_pool", "size": 7, "base": {
+        "name": "linear_regression", "dim": DIM, "noise_std": 0.5}})}, (7,) * 2),  # log p per task
     "knn": ({}, (6 * (DIM + OUT), 12 * (DIM + OUT))),            # every pair
     "maml": ({"widths": (5,), "context_points": 4},
              ((DIM * 5 + 5 + 5 * OUT + OUT),) * 2),              # the adapted MLP
