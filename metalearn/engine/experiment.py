@@ -1,7 +1,8 @@
 """A config, checked and built into the typed objects a run needs, before anything compiles."""
 
 import dataclasses
-from typing import Any, Callable, Mapping
+import itertools
+from typing import Any, Callable, Mapping, NamedTuple
 
 from metalearn.core.checks import (check_fields, check_int, check_number, check_one_of,
                                    check_positive, check_type)
@@ -66,6 +67,13 @@ class EvalConfig:
       check_int(f"eval.{name}", getattr(self, name), 1, name_kind=False)
 
 
+class Member(NamedTuple):
+  """One run of a sweep (the `sweep` section): its seed, and its task pool's size (None: the
+  task's own). Members are trained together by one vmapped step (engine/train_step.py)."""
+  seed: int
+  task_size: int | None
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """Everything a run is made of, built from a config and checked."""
@@ -80,6 +88,7 @@ class Experiment:
   curriculum: Curriculum
   train: TrainConfig
   eval: EvalConfig
+  members: tuple[Member, ...] = ()  # a sweep's runs, trained as one; () a single run
 
 
 def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -164,8 +173,35 @@ def _build(config: Mapping[str, Any], load_base: BaseLoader) -> Experiment:
   eval_task.check_points(points)
   for name in evaluation.baselines:
     make_baseline(name, task)
+  members = _members(dict(config["sweep"]), config["seed"], task) if "sweep" in config else ()
   return Experiment(int(config["seed"]), config["model"]["name"], task, eval_task, learner,
-                    points, loss_from, curriculum, train, evaluation)
+                    points, loss_from, curriculum, train, evaluation, members)
+
+
+# The axes a sweep may vary: what one vmapped step can carry as data (a seed's keys, a pool's
+# size as the count of its tasks drawn from), not a shape.
+SWEEP_FIELDS = {"seeds", "task_sizes"}
+
+
+def _members(section: dict[str, Any], seed: int, task: TaskFamily) -> tuple[Member, ...]:
+  """The sweep section's members: every seed with every pool size (() each: the run's own).
+
+  An empty section (both ()) is a single run. Raises naming the bad value.
+  """
+  _exact_fields(section, SWEEP_FIELDS, "sweep")
+  seeds, sizes = (tuple(section[name]) for name in ("seeds", "task_sizes"))
+  for name, values in (("seeds", seeds), ("task_sizes", sizes)):
+    for i, value in enumerate(values):
+      check_int(f"sweep.{name}[{i}]", value, 1 if name == "task_sizes" else None)
+  if not seeds and not sizes:
+    return ()
+  if sizes and not hasattr(task, "with_size"):
+    raise ValueError(f"sweep.task_sizes={sizes} needs a task pool (task.name = 'task_pool'); "
+                     f"the task is {type(task).__name__}; allowed with it: sweep.seeds only")
+  for name, values in (("seeds", seeds), ("task_sizes", sizes)):
+    if len(set(values)) < len(values):
+      raise ValueError(f"sweep.{name}={values} repeats a value; allowed: distinct values")
+  return tuple(Member(s, m) for s, m in itertools.product(seeds or (seed,), sizes or (None,)))
 
 
 def _curriculum(section: dict[str, Any], dims: int, points: int) -> Curriculum:

@@ -46,17 +46,33 @@ class LogWindow:
     stacked = self.stacked()
     # A finite loss with a non-finite gradient would still write NaN into the params.
     losses = np.where(np.isfinite(stacked["grad_norm"]), stacked["loss"], np.nan)
-    bad = np.flatnonzero(~np.isfinite(losses))
+    losses = losses.reshape(len(losses), -1)             # [steps, members] (one: a single run)
+    bad = np.argwhere(~np.isfinite(losses))
     if bad.size:
+      step, member = bad[0]
       kept = f"step {last_saved}" if last_saved is not None else "none yet"
+      which = f" of sweep member {member}" if losses.shape[1] > 1 else ""
       raise FloatingPointError(
-          f"training loss or its gradient became {losses[bad[0]]} at step "
-          f"{self.first_step + int(bad[0])}; stopped without saving. "
+          f"training loss or its gradient{which} became {losses[step, member]} at step "
+          f"{self.first_step + int(step)}; stopped without saving. "
           f"The last good checkpoint ({kept}) is untouched: lower train.learning_rate or set "
           "train.grad_clip.")
 
   def means(self) -> dict[str, float]:
-    return {name: float(np.mean(values)) for name, values in self.stacked().items()}
+    """Each metric's mean over the window; a sweep's ([steps, members]) also each member's, as
+    "<name>/member_<i>" (engine/sweep.py writes them into the members' own rows)."""
+    means = {}
+    for name, values in self.stacked().items():
+      means[name] = float(np.mean(values))
+      if values.ndim == 2:
+        means.update({member_metric(name, i): float(v) for i, v in
+                      enumerate(np.mean(values, axis=0))})
+    return means
+
+
+def member_metric(name: str, member: int) -> str:
+  """The name of a sweep member's metric in the sweep's rows."""
+  return f"{name}/member_{member}"
 
   def save(self, workdir: str, step: int) -> None:
     """Writes the window so far for the checkpoint at `step` (before that checkpoint).

@@ -27,7 +27,7 @@ class Resumption:
 
   @property
   def step(self) -> int:
-    return 0 if self.state is None else int(self.state.step)
+    return 0 if self.state is None else self.state.steps_taken
 
 
 def resume(experiment: Experiment, workdir: str, restart_if_damaged: bool = False
@@ -50,5 +50,5 @@ def resume(experiment: Experiment, workdir: str, restart_if_damaged: bool = Fals
       log.warning("%s; starting over from step 0 (restart_if_damaged)", error.summary)
       state = None
   if state is not None:
-    log.info("resuming from the checkpoint at step %d", int(state.step))
+    log.info("resuming from the checkpoint at step %d", state.steps_taken)
   return Resumption(state, metrics)

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from metalearn.engine import sweep
 from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError
 from metalearn.learners import Learner
 from metalearn.learners.base import BaseRun
@@ -50,6 +51,9 @@ def _base_loader(loading: tuple[str, ...]) -> BaseLoader:
     try:
       config = load_config(path)
       experiment = build(config, _base_loader(loading + (path,)))
+      if experiment.members:
+        raise ValueError(f"it is a sweep of {len(experiment.members)} runs; name one of its "
+                         f"members, the runs in {os.path.join(path, sweep.MEMBERS_DIR)}")
       state = _latest_state(path, experiment)  # DamagedCheckpointsError
     except (OSError, ValueError, DamagedCheckpointsError, WorkdirError) as error:  # ConfigError too
       raise ConfigError(f"model.run {path!r} cannot be loaded: {error}") from error
@@ -71,6 +75,10 @@ def load_run(workdir: str, experiment: Experiment | None = None
   config = load_config(workdir)
   if experiment is None:
     experiment = build_experiment(config)
+  if experiment.members:
+    raise ValueError(f"{workdir!r} is a sweep of {len(experiment.members)} runs trained as "
+                     f"one; load one of its members, the runs in "
+                     f"{os.path.join(workdir, sweep.MEMBERS_DIR)}")
   state = _latest_state(workdir, experiment)  # DamagedCheckpointsError
   if state is None:
     raise FileNotFoundError(f"the run in {workdir!r} has no readable checkpoint")

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from metalearn.evaluation import plots, shots, tables
 from metalearn.evaluation.scores import Evaluation, evaluate_held_out
-from metalearn.engine import log_window, metric_writers, progress
+from metalearn.engine import log_window, metric_writers, progress, sweep
 from metalearn.engine.checkpoints import Checkpoints
 from metalearn.engine.data_parallel import make_data_parallel
 from metalearn.engine.experiment import ConfigError, Experiment, check_devices
@@ -269,7 +269,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
 
   Returns the run's `Evaluation` (`evaluate_run`; its `errors` by number of examples or its
   `queries` table, the same type for every learner), or None if the run stopped early (SIGTERM
-  or `should_stop`) and is left to be resumed.
+  or `should_stop`) and is left to be resumed. A sweep (the config's `sweep` section) trains
+  its members together and then writes each as its own run (engine/sweep.py); it returns
+  their evaluations merged, each name followed by its member's.
   """
   experiment = build_experiment(config)
   metric_writers.check_writers(writers)
@@ -277,6 +279,9 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
     check_devices(experiment.train, jax.device_count())
   except ValueError as error:
     raise ConfigError(str(error)) from error
+  if experiment.members and jax.process_count() > 1:
+    raise ConfigError(f"a sweep ({len(experiment.members)} members) runs in one process; this "
+                      f"run has {jax.process_count()}: launch its members as runs of their own")
   with WorkdirLock(workdir, process=jax.process_index()):
     changes = check_config(workdir, config, allow_config_change)
     # Read once, before the run's files are written: a damaged metrics line, checkpoints that
@@ -293,4 +298,7 @@ def train_and_evaluate(config: Mapping[str, Any], workdir: str,
     params, finished = train(experiment, workdir, should_stop, writers, restart_if_damaged, start)
     if not finished:
       return None
+    if experiment.members:  # each member written as its own run, from the final checkpoint
+      return sweep.write_members(experiment, config, resume(experiment, workdir).state, workdir,
+                                 evaluate_run)
     return evaluate_run(experiment, params, workdir, write=writes)

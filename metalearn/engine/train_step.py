@@ -8,6 +8,7 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from metalearn.engine.experiment import Experiment, TrainConfig
@@ -18,6 +19,11 @@ class TrainState:
   params: Any          # the learner's meta-parameters
   opt_state: Any       # the optax state
   rng: jax.Array       # the run's root key (raw uint32[2]); step keys are fold_in(rng, step)
+
+  @property
+  def steps_taken(self) -> int:
+    """The step count, on the host (a sweep's members, stacked, have all taken the same)."""
+    return int(np.asarray(self.step).reshape(-1)[0])
 
 
 def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
@@ -41,8 +47,16 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
 
 @functools.partial(jax.jit, static_argnums=0)
 def init_state(experiment: Experiment) -> TrainState:
-  """The state at step 0: params from the seed's init key, the optimizer's zero state."""
-  root = jax.random.PRNGKey(experiment.seed)
+  """The state at step 0: params from the seed's init key, the optimizer's zero state; for a
+  sweep, every member's state stacked on a leading axis (each from its own seed)."""
+  if experiment.members:
+    seeds = jnp.asarray([member.seed for member in experiment.members])
+    return jax.vmap(lambda seed: _init_from_seed(experiment, seed))(seeds)
+  return _init_from_seed(experiment, experiment.seed)
+
+
+def _init_from_seed(experiment: Experiment, seed) -> TrainState:
+  root = jax.random.PRNGKey(seed)
   init_key, train_key = jax.random.split(root)
   example = experiment.task.sample(init_key, 1, experiment.points)
   params = experiment.learner.init(init_key, example)
@@ -83,23 +97,26 @@ def scanned_steps(experiment: Experiment, shards: Shards
   takes its rows of those keys, so that the same seed gives the same data on any number of
   devices and processes. The loss and metrics are sums over the global batch divided by its
   count of points, whatever the split: each shard's sums are totalled before dividing.
+
+  A sweep (`experiment.members`) vmaps these steps over its members' stacked states: each
+  member its own keys, its own pool size, its own optimizer (a global-norm clip included).
   """
-  task, learner, train = experiment.task, experiment.learner, experiment.train
+  learner, train = experiment.learner, experiment.train
   optimizer = make_optimizer(train)
   counted = (jnp.arange(experiment.points) >= experiment.loss_from).astype(jnp.float32)
 
   def loss_fn(params, episode, mask, count):
     y_hat, surrogate = learner.training_terms(params, episode)
-    per_point = task.loss(y_hat, episode.y)                              # [batch, points]
+    per_point = experiment.task.loss(y_hat, episode.y)                  # [batch, points]
     sums = {"loss": jnp.sum(per_point * mask),
             "normalised_loss": jnp.sum(per_point / episode.zero_loss[:, None] * mask),
             **{name: jnp.sum(value * mask)
-               for name, value in task.metrics(y_hat, episode.y).items()}}
+               for name, value in experiment.task.metrics(y_hat, episode.y).items()}}
     # A surrogate is a mean over this shard's prompts; the shards' equal shares make it the
     # global batch's mean once totalled.
     return sums["loss"] / count + surrogate / shards.count, sums
 
-  def one_step(state: TrainState, _):
+  def one_step(task, state: TrainState):
     keys = jax.random.split(jax.random.fold_in(state.rng, state.step), train.batch_size)
     active_dims, active_points = experiment.curriculum(state.step)
     episode = task.sample_keys(shards.local(keys), experiment.points, active_dims, active_points)
@@ -113,7 +130,23 @@ def scanned_steps(experiment: Experiment, shards: Shards
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def many_steps(state: TrainState):
-    return jax.lax.scan(one_step, state, None, length=train.steps_per_call)
+  def many_steps(state: TrainState, task=experiment.task):
+    return jax.lax.scan(lambda s, _: one_step(task, s), state, None, length=train.steps_per_call)
 
-  return many_steps
+  if not experiment.members:
+    return many_steps
+  sizes = [member.task_size for member in experiment.members]
+
+  def member_steps(state: TrainState, size):
+    task = experiment.task if size is None else experiment.task.with_size(size)
+    return many_steps(state, task)
+
+  def sweep_steps(states: TrainState):
+    """Every member's steps in one vmapped scan; metrics [steps_per_call, members]."""
+    if None in sizes:
+      states, metrics = jax.vmap(lambda s: member_steps(s, None))(states)
+    else:
+      states, metrics = jax.vmap(member_steps)(states, jnp.asarray(sizes))
+    return states, jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+
+  return sweep_steps

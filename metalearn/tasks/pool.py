@@ -12,6 +12,7 @@ the base family ("latent") are the pool's counterpart at evaluation (`held_out_f
     task.base = {"name": "linear_regression", "dim": 8, "noise_std": 0.5}
 """
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -91,6 +92,17 @@ class TaskPool(TaskFamily):
     dim_mask = jnp.ones((self.dim,)) if dim_mask is None else dim_mask
     keys = jax.vmap(self.task_key)(jnp.arange(self.size))
     return jax.vmap(lambda key: self.base.draw_task(key, dim_mask))(keys)
+
+  def with_size(self, size: int | jax.Array) -> "TaskPool":
+    """The pool of this one's first `size` tasks: task m depends on (seed, m) alone, so the
+    first M tasks of any pool are the pool of size M. A traced `size` (the members of a sweep,
+    each drawing from its own prefix of one pool inside one vmapped step) makes a copy that
+    only samples: it is neither checked nor hashed."""
+    if isinstance(size, int):
+      return dataclasses.replace(self, size=size)
+    pool = copy.copy(self)
+    object.__setattr__(pool, "size", size)
+    return pool
 
   def sample_one(self, rng, points, dim_mask):
     k_index, k_points = jax.random.split(rng)
