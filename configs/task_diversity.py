@@ -11,6 +11,9 @@ evaluation scores the model and both baselines on pool tasks ("pretrain") and on
 
 Variants (`--config=configs/task_diversity.py:NAME`):
   (none)    a tiny transformer (64/3/2) on a pool of 64 tasks; minutes on 2 CPU cores;
+  sweep     the transition: pools of 4^0 .. 4^7 tasks, one vmapped sweep (engine/sweep.py) of
+            4,000 steps each, every member written as its own run (~20 min on 2 CPU cores);
+            then `python launch/task_diversity.py --sweep=WORKDIR --report_dir=DIR`;
   smoke     everything shrunk so a run takes seconds (tests).
 """
 
@@ -18,7 +21,7 @@ import ml_collections
 
 from configs import common
 
-VARIANTS = ("default", "smoke")  # the first is the default
+VARIANTS = ("default", "sweep", "smoke")  # the first is the default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -47,6 +50,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # dMMSE and ridge are the two Bayes predictors the model moves between as the pool grows.
   config.eval = common.eval_section(("dmmse", "bayes_ridge", "least_squares"))
 
+  # Members trained as one (engine/sweep.py): every seed with every pool size; () a single run.
+  config.sweep = ml_collections.ConfigDict({"seeds": (), "task_sizes": ()})
+  if variant == "sweep":
+    config.sweep.task_sizes = tuple(4**i for i in range(8))
+    config.train.num_steps = 4000
   if variant == "smoke":
     config.task.update(size=4)
     config.task.base.dim = 3

@@ -79,7 +79,9 @@ def test_a_fewshot_run_is_compared_with_the_analyses_that_apply(inner_loop_runs,
              "shifts": "shifts are defined for linear regression, not FewShotClassification",
              "probing": "the task FewShotClassification has no true linear weights",
              "interpolation": "it needs two runs of plain GD-layer networks",
-             "icl_vs_finetune": "no run trained a transformer"}
+             "icl_vs_finetune": "no run trained a transformer",
+             "task_diversity": "the task FewShotClassification is not a pool of "
+                               "linear_regression tasks"}
   summary = (report_dir / "summary.md").read_text()
   logged = [r.getMessage() for r in caplog.records if "compare skips" in r.getMessage()]
   assert len(logged) == len(skipped)

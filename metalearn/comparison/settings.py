@@ -7,7 +7,7 @@ from metalearn.core import checks
 # Every analysis a report can hold, in report order (its unit: comparison/<name>.py, all in
 # comparison/registry.py).
 ANALYSES = ("errors", "predictions", "implicit_weights", "sensitivity", "shifts", "probing",
-            "interpolation", "icl_vs_finetune")
+            "interpolation", "icl_vs_finetune", "task_diversity")
 
 
 @dataclasses.dataclass(frozen=True)
