@@ -63,6 +63,14 @@ def train_section(**values) -> ml_collections.ConfigDict:
   return train
 
 
+def shrink_to_smoke(config: ml_collections.ConfigDict, points: int = 7) -> None:
+  """The data, train and eval sizes of a smoke variant: a run of seconds (tests)."""
+  config.data.points = points
+  config.train.update(num_steps=20, warmup_steps=5, steps_per_call=5, log_every=5,
+                      checkpoint_every=10)
+  config.eval.update(num_prompts=32, batch_size=16)
+
+
 def eval_section(baselines: tuple[str, ...], **values) -> ml_collections.ConfigDict:
   """The `eval` section: the same held-out prompts for every run of a family."""
   evaluation = ml_collections.ConfigDict()

@@ -60,9 +60,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "smoke":
     config.task.dim = 3
     config.model.update(hidden=8, num_layers=1, state_size=4)
-    config.data.points = 7
-    config.train.update(num_steps=20, warmup_steps=5, steps_per_call=5, log_every=5,
-                        checkpoint_every=10)
-    config.eval.update(num_prompts=32, batch_size=16)
+    common.shrink_to_smoke(config)
   config.lock()
   return config

@@ -104,27 +104,21 @@ def _predict(learner, ep):
   return np.asarray(jax.jit(lambda e: learner.predict({}, e))(ep))
 
 
-def test_the_bayes_predictor_is_the_exact_posterior_mean_of_a_noise_mixture():
-  task = noise_mixture()
-  learner = make_baseline("bayes_mixture", task)
-  ep = sample(task, 2, batch=16, points=9)
-  got = _predict(learner, ep)
-  x, y = np.asarray(ep.x, np.float64), np.asarray(ep.y, np.float64)
-  for b in range(16):
-    np.testing.assert_allclose(got[b, :, 0], _exact_bayes(learner.components, x[b], y[b]),
-                               rtol=1e-4, atol=1e-4)
-
-
-def test_the_bayes_predictor_of_linear_with_sparse_sums_over_the_supports():
-  task = make_task({"name": "mixture", "weights": (0.25, 0.75), "components": (
+def _linear_with_sparse():
+  return make_task({"name": "mixture", "weights": (0.25, 0.75), "components": (
       linear(0.3, w_scale=0.5), {"name": "sparse_linear_regression", "dim": DIM,
                                  "sparsity": 2, "noise_std": 0.2})})
-  learner = make_baseline("bayes_mixture", task)
-  assert len(learner.components) == 1 + 3  # the linear prior, then C(3, 2) supports
-  ep = sample(task, 3, batch=8, points=7)
+
+
+# Noise levels; linear with sparse, whose prior is one Gaussian then one per C(3, 2) support.
+@pytest.mark.parametrize("mixture, components", [(noise_mixture, 2), (_linear_with_sparse, 4)])
+def test_the_bayes_predictor_is_the_exact_posterior_mean(mixture, components):
+  learner = make_baseline("bayes_mixture", mixture())
+  assert len(learner.components) == components
+  ep = sample(mixture(), 2, batch=12, points=8)
   got = _predict(learner, ep)
   x, y = np.asarray(ep.x, np.float64), np.asarray(ep.y, np.float64)
-  for b in range(8):
+  for b in range(12):
     np.testing.assert_allclose(got[b, :, 0], _exact_bayes(learner.components, x[b], y[b]),
                                rtol=1e-4, atol=1e-4)
 
