@@ -46,6 +46,7 @@ def pytest_collection_modifyitems(items):
 # thread that needs no GIL: this long after a test's own limit it prints every thread's stack
 # and ends the worker, which xdist replaces.
 _WATCHDOG_MARGIN_S = 120
+_WORKER_START_LIMIT_S = 600  # a (replacement) worker's imports and collection: under a minute
 _watchdog_output = []  # the process's stderr, kept before pytest captures it (pytest_configure)
 
 
@@ -68,10 +69,16 @@ def pytest_runtest_protocol(item, nextitem):
 
 def pytest_configure(config):
   _watchdog_output.append(os.fdopen(os.dup(2), "w"))
+  if hasattr(config, "workerinput"):  # an xdist worker: its start and its collection
+    _arm_watchdog(_WORKER_START_LIMIT_S)
   # Runs before any test module is imported, so before jax starts its backend. Only the default
   # selection (setup.cfg's -m "not slow"): any other may hold slow tests.
   if (config.option.markexpr or "").strip() == "not slow":
     _add_xla_flag(_QUICK_COMPILES, "0")
+
+
+def pytest_collection_finish(session):
+  faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
