@@ -70,10 +70,6 @@ class LogWindow:
     return means
 
 
-def member_metric(name: str, member: int) -> str:
-  """The name of a sweep member's metric in the sweep's rows."""
-  return f"{name}/member_{member}"
-
   def save(self, workdir: str, step: int) -> None:
     """Writes the window so far for the checkpoint at `step` (before that checkpoint).
 
@@ -121,3 +117,8 @@ def prune_windows(workdir: str, kept_steps: list[int]) -> None:
     stem = name.split(".")[0]
     if not (name.endswith(".npz") and stem.isdigit() and int(stem) in kept_steps):
       os.remove(os.path.join(directory, name))
+
+
+def member_metric(name: str, member: int) -> str:
+  """The name of a sweep member's metric in the sweep's rows."""
+  return f"{name}/member_{member}"
