@@ -69,7 +69,6 @@ class LogWindow:
                       enumerate(np.mean(values, axis=0))})
     return means
 
-
   def save(self, workdir: str, step: int) -> None:
     """Writes the window so far for the checkpoint at `step` (before that checkpoint).
 

@@ -51,9 +51,7 @@ def _base_loader(loading: tuple[str, ...]) -> BaseLoader:
     try:
       config = load_config(path)
       experiment = build(config, _base_loader(loading + (path,)))
-      if experiment.members:
-        raise ValueError(f"it is a sweep of {len(experiment.members)} runs; name one of its "
-                         f"members, the runs in {os.path.join(path, sweep.MEMBERS_DIR)}")
+      _refuse_sweep(path, experiment)
       state = _latest_state(path, experiment)  # DamagedCheckpointsError
     except (OSError, ValueError, DamagedCheckpointsError, WorkdirError) as error:  # ConfigError too
       raise ConfigError(f"model.run {path!r} cannot be loaded: {error}") from error
@@ -75,14 +73,19 @@ def load_run(workdir: str, experiment: Experiment | None = None
   config = load_config(workdir)
   if experiment is None:
     experiment = build_experiment(config)
-  if experiment.members:
-    raise ValueError(f"{workdir!r} is a sweep of {len(experiment.members)} runs trained as "
-                     f"one; load one of its members, the runs in "
-                     f"{os.path.join(workdir, sweep.MEMBERS_DIR)}")
+  _refuse_sweep(workdir, experiment)
   state = _latest_state(workdir, experiment)  # DamagedCheckpointsError
   if state is None:
     raise FileNotFoundError(f"the run in {workdir!r} has no readable checkpoint")
   return experiment.learner, state.params, config
+
+
+def _refuse_sweep(workdir: str, experiment: Experiment) -> None:
+  """A sweep's directory holds its members' runs, not one learner's: name where they are."""
+  if experiment.members:
+    raise ValueError(f"{workdir!r} is a sweep of {len(experiment.members)} runs trained as "
+                     f"one; load one of its members, the runs in "
+                     f"{os.path.join(workdir, sweep.MEMBERS_DIR)}")
 
 
 def _latest_state(workdir: str, experiment: Experiment) -> Any | None:

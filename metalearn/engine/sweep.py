@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -31,7 +31,7 @@ from metalearn.engine.log_window import member_metric
 from metalearn.engine.workdir import (EVAL_DIR, METRICS_FILE, plain_config, read_metrics,
                                       save_config, write_atomically)
 from metalearn.evaluation import plots, tables
-from metalearn.evaluation.scores import Evaluation
+from metalearn.evaluation.scores import Evaluation, merge_evaluations
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def member_experiment(experiment: Experiment, member: Member) -> Experiment:
 
 
 def write_members(experiment: Experiment, config: Mapping[str, Any], state: Any,
-                  workdir: str, evaluate: Any) -> Evaluation:
+                  workdir: str, evaluate: Callable[[Experiment, Any, str], Evaluation]
+                  ) -> Evaluation:
   """Writes each member of the finished sweep in `workdir` as its own run, from the sweep's
   final `state` (stacked, on the host); `evaluate(experiment, params, directory)` scores and
   writes a run's evaluation (train.evaluate_run). Returns the members' evaluations merged,
@@ -94,7 +95,7 @@ def write_members(experiment: Experiment, config: Mapping[str, Any], state: Any,
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(staging, directory)
     log.info("sweep member %s written to %s", member_name(member), directory)
-  merged = _merged(parts)
+  merged = merge_evaluations(parts, lambda learner, member: f"{learner} [{member}]")
   _write_evaluation(merged, experiment, os.path.join(workdir, EVAL_DIR))
   return merged
 
@@ -105,15 +106,6 @@ def _member_row(row: Mapping[str, Any], member: int) -> str:
   values = {name: row[member_metric(name, member)] for name in names}
   values["steps_per_sec"] = row.get("steps_per_sec")
   return json.dumps({"step": row["step"], **values}) + "\n"
-
-
-def _merged(parts: Mapping[str, Evaluation]) -> Evaluation:
-  named = lambda learner, member: f"{learner} [{member}]"
-  errors = {named(n, m): v for m, part in parts.items() for n, v in part.normalised_errors.items()}
-  contexts = next(iter(parts.values())).query_tables
-  query_tables = {c: {named(n, m): row for m, part in parts.items()
-                      for n, row in part.query_tables[c].items()} for c in contexts}
-  return Evaluation(errors, query_tables)
 
 
 def _write_evaluation(evaluation: Evaluation, experiment: Experiment, directory: str) -> None:

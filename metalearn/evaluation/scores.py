@@ -4,7 +4,7 @@ and of a comparison's errors."""
 
 import dataclasses
 import functools
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -168,9 +168,16 @@ def evaluate_held_out(learners: Mapping[str, tuple[Learner, Params]], task: Task
            for split, family in families.items()}
   if len(parts) == 1:
     return next(iter(parts.values()))
-  named = lambda name, split: f"{name} ({split})"
-  errors = {named(name, split): values for split, part in parts.items()
+  return merge_evaluations(parts, lambda name, split: f"{name} ({split})")
+
+
+def merge_evaluations(parts: Mapping[str, Evaluation], named: Callable[[str, str], str]
+                      ) -> Evaluation:
+  """Evaluations of the same contexts (held-out families, a sweep's members) as one, each
+  learner's name given by `named(learner, part)`."""
+  errors = {named(name, key): values for key, part in parts.items()
             for name, values in part.normalised_errors.items()}
-  tables = {c: {named(name, split): row for split, part in parts.items()
+  contexts = next(iter(parts.values())).query_tables
+  tables = {c: {named(name, key): row for key, part in parts.items()
                 for name, row in part.query_tables[c].items()} for c in contexts}
   return Evaluation(errors, tables)
