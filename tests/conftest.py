@@ -1,6 +1,7 @@
 """Two simulated CPU devices for every test, quick compiles, no persistent compilation cache."""
 
 import faulthandler
+import gc
 import os
 
 # Before jax is imported anywhere (and inherited by the launchers and notebook kernels the tests
@@ -79,6 +80,18 @@ def pytest_configure(config):
 
 def pytest_collection_finish(session):
   faulthandler.cancel_dump_traceback_later()
+
+
+# Every compiled executable keeps its code in memory maps of its own (a two-device pmap step about
+# a dozen), and jax's caches keep every executable for the process's life. A worker that ran most
+# of the suite passed Linux's limit of 65,530 maps per process (vm.max_map_count) at about 95%:
+# the next compile's mmap failed and the worker aborted or segfaulted, in CI and here. Dropping the
+# caches after each test file bounds a worker's maps by one file's compiles.
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+  yield
+  jax.clear_caches()
+  gc.collect()
 
 
 @pytest.fixture
