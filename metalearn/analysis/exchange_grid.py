@@ -10,7 +10,8 @@ in context (or None: not within the budget), their FLOPs, and the number of late
 which fine-tuning once is cheaper than re-reading the k examples with every query.
 """
 
-from typing import Any, Mapping, Sequence
+import functools
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -23,14 +24,28 @@ from metalearn.analysis.exchange_rate import (break_even_queries, errors_by_step
 from metalearn.core import checks, losses
 from metalearn.core.episode import Episode
 from metalearn.learners.base import Params
-from metalearn.learners.fine_tuning import all_weights, lora
+from metalearn.learners.fine_tuning import Trainable, all_weights, lora
 from metalearn.learners.transformer import Transformer
 
 
-def _routes(params: Params, ranks: Sequence[int], seed: int) -> dict[str, Any]:
-  routes = {"all weights": all_weights(params)}
-  routes.update({f"LoRA r={rank}": lora(params, rank, seed) for rank in ranks})
+def _routes(ranks: Sequence[int], seed: int) -> dict[str, Callable[[Params], Trainable]]:
+  routes = {"all weights": all_weights}
+  routes.update({f"LoRA r={rank}": functools.partial(lora, rank=rank, seed=seed)
+                 for rank in ranks})
   return routes
+
+
+def _curves_program(transformer: Transformer, route: Callable[[Params], Trainable], k: int,
+                    steps: int, optimizer: optax.GradientTransformation, per_point: Callable):
+  """(start params, x [B, P, D], y [B, P, O]) -> [B, steps + 1]: each prompt's query error at
+  point k while fine-tuning on its first k pairs. The starting weights are an argument, so
+  every start of the same shapes runs one compiled program."""
+  def curves(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    adaptable = transformer_adaptable(transformer, route(params))
+    return jax.vmap(lambda xc, yc, xq, yq: errors_by_step(
+        adaptable, xc, yc, xq, yq, steps=steps, optimizer=optimizer, loss=per_point))(
+            x[:, :k], y[:, :k], x[:, k:k + 1], y[:, k:k + 1])
+  return jax.jit(curves)
 
 
 def check_grid(episode: Episode, examples: Sequence[int], steps: int,
@@ -65,20 +80,24 @@ def exchange_grid(transformer: Transformer, starts: Mapping[str, Params], episod
   hidden, layers = transformer.hidden, transformer.num_layers
   dim, out = episode.dim, episode.y.shape[-1]
   zero_shot_flops = transformer_forward_flops(hidden, layers, dim, out, 1)
+  # Weights read from a checkpoint are committed to a device and a fresh init is not; jit keys
+  # its cache on that too, so every start is committed alike to share one program.
+  committed = {name: jax.device_put(params, jax.devices()[0]) for name, params in starts.items()}
   result = {"in_context": {}, "curves": {}, "rows": []}
   for k in examples:
     scale = 1.0 / np.asarray(episode.zero_loss)
     icl = float(np.mean(np.asarray(per_point(in_context_y[:, k], episode.y[:, k])) * scale))
     result["in_context"][k] = icl
-    for start_name, params in starts.items():
-      for route_name, trainable in _routes(params, ranks, seed).items():
-        adaptable = transformer_adaptable(transformer, trainable)
-        curve = jax.vmap(lambda xc, yc, xq, yq, a=adaptable: errors_by_step(
-            a, xc, yc, xq, yq, steps=steps, optimizer=optax.adam(learning_rate),
-            loss=per_point))(episode.x[:, :k], episode.y[:, :k], episode.x[:, k:k + 1],
-                             episode.y[:, k:k + 1])                      # [B, steps + 1]
-        curve = np.mean(np.asarray(curve) * scale[:, None], axis=0)
-        result["curves"][(k, start_name, route_name)] = curve
+    curves = {}  # computed route by route (one compile each), reported start by start
+    for route_name, route in _routes(ranks, seed).items():
+      program = _curves_program(transformer, route, k, steps, optax.adam(learning_rate),
+                                per_point)
+      for start_name, params in committed.items():
+        curve = np.asarray(program(params, episode.x, episode.y))        # [B, steps + 1]
+        curves[(start_name, route_name)] = np.mean(curve * scale[:, None], axis=0)
+    for start_name in starts:
+      for route_name in _routes(ranks, seed):
+        curve = result["curves"][(k, start_name, route_name)] = curves[(start_name, route_name)]
         needed = fewest_steps(icl, curve)
         cost = None if needed is None else fine_tuning_flops(zero_shot_flops, k, needed)
         in_context_flops = transformer_forward_flops(hidden, layers, dim, out, k + 1)
