@@ -85,13 +85,38 @@ def pytest_collection_finish(session):
 # Every compiled executable keeps its code in memory maps of its own (a two-device pmap step about
 # a dozen), and jax's caches keep every executable for the process's life. A worker that ran most
 # of the suite passed Linux's limit of 65,530 maps per process (vm.max_map_count) at about 95%:
-# the next compile's mmap failed and the worker aborted or segfaulted, in CI and here. Dropping the
-# caches after each test file bounds a worker's maps by one file's compiles.
+# the next compile's mmap failed and the worker aborted or segfaulted, in CI and here. After a
+# test file, a worker past a third of its limit drops the caches; clearing after every file
+# would also drop the small eager-op programs every file shares and compile them again.
+_MAPS = "/proc/self/maps"
+
+
+def _map_limit() -> int:
+  try:
+    with open("/proc/sys/vm/max_map_count") as limit:
+      return int(limit.read())
+  except OSError:
+    return 65530
+
+
+_CLEAR_AT_MAPS = _map_limit() // 3
+
+
+def _maps_in_use() -> int | None:
+  try:
+    with open(_MAPS) as maps:
+      return sum(1 for _ in maps)
+  except OSError:  # no /proc (macOS): no count to go by
+    return None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code():
   yield
-  jax.clear_caches()
-  gc.collect()
+  in_use = _maps_in_use()
+  if in_use is None or in_use > _CLEAR_AT_MAPS:
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
