@@ -83,21 +83,22 @@ def exchange_grid(transformer: Transformer, starts: Mapping[str, Params], episod
   # Weights read from a checkpoint are committed to a device and a fresh init is not; jit keys
   # its cache on that too, so every start is committed alike to share one program.
   committed = {name: jax.device_put(params, jax.devices()[0]) for name, params in starts.items()}
+  routes, optimizer = _routes(ranks, seed), optax.adam(learning_rate)
   result = {"in_context": {}, "curves": {}, "rows": []}
   for k in examples:
     scale = 1.0 / np.asarray(episode.zero_loss)
     icl = float(np.mean(np.asarray(per_point(in_context_y[:, k], episode.y[:, k])) * scale))
     result["in_context"][k] = icl
     curves = {}  # computed route by route (one compile each), reported start by start
-    for route_name, route in _routes(ranks, seed).items():
-      program = _curves_program(transformer, route, k, steps, optax.adam(learning_rate),
-                                per_point)
+    for route_name, route in routes.items():
+      program = _curves_program(transformer, route, k, steps, optimizer, per_point)
       for start_name, params in committed.items():
         curve = np.asarray(program(params, episode.x, episode.y))        # [B, steps + 1]
         curves[(start_name, route_name)] = np.mean(curve * scale[:, None], axis=0)
     for start_name in starts:
-      for route_name in _routes(ranks, seed):
-        curve = result["curves"][(k, start_name, route_name)] = curves[(start_name, route_name)]
+      for route_name in routes:
+        curve = curves[(start_name, route_name)]
+        result["curves"][(k, start_name, route_name)] = curve
         needed = fewest_steps(icl, curve)
         cost = None if needed is None else fine_tuning_flops(zero_shot_flops, k, needed)
         in_context_flops = transformer_forward_flops(hidden, layers, dim, out, k + 1)
