@@ -234,14 +234,18 @@ def test_conv4_adapts_by_gradient_steps_on_the_context(name):
                       y=jax.nn.one_hot(labels, 3, dtype=jnp.float64),
                       mask=jnp.ones((2, 9), jnp.float64), zero_loss=jnp.ones(2, jnp.float64))
     params = _init(learner, episode, seed=0)
-    y_hat = np.asarray(learner.predict(params, episode))
+    # Compiled whole: run op by op, the conv-4 passes compile hundreds of small programs.
+    predict = jax.jit(learner.predict)
+    y_hat = np.asarray(predict(params, episode))
     net = learner.base_network()
+    apply = jax.jit(net.apply)
     theta, unravel = ravel_pytree(params["net"])
     moves = {"body": 0.0 if name == "anil" else 1.0, "head": 1.0}  # what the inner loop adapts
     adapts = np.asarray(ravel_pytree(
         {part: jax.tree.map(lambda p: jnp.full_like(p, moves[part]), params["net"][part])
          for part in moves})[0])
 
+    @jax.jit
     def context_loss(flat, x, labels):  # mean −log softmax(logits)[label] over the images
       logits = net.apply(unravel(flat), x)
       return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(labels)), labels])
@@ -254,11 +258,11 @@ def test_conv4_adapts_by_gradient_steps_on_the_context(name):
       for _ in range(2):
         step = gradient(phi, episode.x[b, :6], labels[b, :6]) + pull * (phi - theta)
         phi = phi - 0.3 * adapts * step
-      expected = np.asarray(net.apply(unravel(phi), episode.x[b]))
+      expected = np.asarray(apply(unravel(phi), episode.x[b]))
       np.testing.assert_allclose(y_hat[b], expected, rtol=1e-6, atol=1e-8)
-      unadapted = np.asarray(net.apply(params["net"], episode.x[b]))
+      unadapted = np.asarray(apply(params["net"], episode.x[b]))
       assert np.abs(y_hat[b] - unadapted).max() > 1e-2  # the steps moved the predictions
-    grads = jax.grad(lambda p: jnp.sum(learner.predict(p, episode)))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(learner.predict(p, episode))))(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 

@@ -172,11 +172,12 @@ def test_rotary_linear_attention_predicts_from_written_weights_as_in_context(lay
   y = rng.normal(size=(n + 1, 1)).astype(np.float32)
   params = learner.init(jax.random.PRNGKey(2), episode_from_arrays(x[None], y[None]))
   params = jax.tree.map(lambda w: 8.0 * w, params)
+  predict = jax.jit(learner.predict)  # run op by op, its hundreds of small compiles take 10 s
   written = write_context(learner, params, x[:n], y[:n])
   query_x = rng.normal(size=(queries, DIM)).astype(np.float32)
   prompts_x = np.concatenate([np.broadcast_to(x[:n], (queries, n, DIM)), query_x[:, None]], 1)
   prompts_y = np.broadcast_to(y[None], (queries, n + 1, 1)).copy()
-  in_context = np.asarray(learner.predict(params, episode_from_arrays(prompts_x, prompts_y)))
+  in_context = np.asarray(predict(params, episode_from_arrays(prompts_x, prompts_y)))
   predicted = np.asarray(predict_written(learner, params, written, query_x))
   np.testing.assert_allclose(predicted, in_context[:, n], rtol=1e-5, atol=1e-5)
   # A second context is written at the positions after the first: the two predict as one
@@ -185,7 +186,7 @@ def test_rotary_linear_attention_predicts_from_written_weights_as_in_context(lay
   twice = episode_from_arrays(np.concatenate([x[:n], prompts_x[0]])[None],
                               np.concatenate([y[:n], prompts_y[0]])[None])
   np.testing.assert_allclose(predict_written(learner, params, both, query_x[:1])[0],
-                             np.asarray(learner.predict(params, twice))[0, 2 * n],
+                             np.asarray(predict(params, twice))[0, 2 * n],
                              rtol=1e-5, atol=1e-5)
 
 

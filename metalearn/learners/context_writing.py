@@ -32,6 +32,7 @@ its tokens read through what is already written (as if the earlier contexts prec
 F ← λ F_prior + F_new (analysis/context_accumulation.py: what tasks written in turn keep).
 """
 
+import functools
 from typing import Any
 
 import flax
@@ -99,10 +100,7 @@ def predict_written(learner: Any, params: Any, written: Written, x: jax.Array) -
   check_writable(learner, "predict_written")
   if isinstance(learner, Transformer):
     _check_layers(written, learner.num_layers, "predict_written")
-    out_dim = params["read_out"]["kernel"].shape[-1]
-    tokens = tokens_for(learner.layout, x[:, None], jnp.zeros((x.shape[0], 1, out_dim), x.dtype))
-    return learner.decoder(out_dim).apply({"params": params}, tokens, written.layers,
-                                          written.tokens)[:, 0]
+    return _transformer_read(learner, params, written.layers, written.tokens, x)
   _check_layers(written, len(_blocks(learner)), "predict_written")
   out_dim = written.layers[0].shape[-1] - x.shape[-1]
   if out_dim < 1:
@@ -118,6 +116,17 @@ def _check_layers(written: Written, applications: int, what: str) -> None:
                      f"for {len(written.layers)}")
 
 
+# The passes are compiled once per learner and shapes: run op by op, one compiles hundreds of
+# small programs (15 of a test's 21 s were spent so).
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _transformer_read(learner: Transformer, params: Any, layers: list[jax.Array],
+                      first_position: int, x: jax.Array) -> jax.Array:
+  out_dim = params["read_out"]["kernel"].shape[-1]
+  tokens = tokens_for(learner.layout, x[:, None], jnp.zeros((x.shape[0], 1, out_dim), x.dtype))
+  return learner.decoder(out_dim).apply({"params": params}, tokens, layers, first_position)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
 def _transformer_write(learner: Transformer, params: Any, x: jax.Array, y: jax.Array,
                        through: list[jax.Array] | None, first_position: int
                        ) -> list[jax.Array]:
@@ -145,6 +154,7 @@ def _norm(learner: GDLayers, params: Any, name: str, tokens: jax.Array) -> jax.A
   return nn.LayerNorm().apply({"params": params[name]}, tokens) if learner.layer_norm else tokens
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
 def _gd_layers_pass(learner: GDLayers, params: Any, tokens: jax.Array, is_context: bool,
                     through: list[jax.Array] | None) -> tuple[list[jax.Array], jax.Array]:
   """One pass of `tokens` [T, e] through the network: (each layer's F of them, the tokens
