@@ -18,7 +18,8 @@ from metalearn.core import checks
 from metalearn.core.episode import Episode
 from metalearn.learners import updated_factor
 from metalearn.learners.prefix_baseline import (PrefixBaseline, apply_weights, example_counts,
-                                                precise_einsum, prefix_grams)
+                                                map_prompt_chunks, precise_einsum,
+                                                prefix_grams)
 from metalearn.learners.registry import LEARNERS
 
 
@@ -28,7 +29,7 @@ def _earlier(num_points: int) -> jax.Array:
 
 
 # Prompts fitted together by least squares and ridge (zero prompts pad the last chunk: a zero
-# input is no new direction and moves no fit).
+# input is no new direction and moves no fit), and stepped together by GD past one step.
 _PROMPTS_PER_FIT = 128
 
 
@@ -50,14 +51,8 @@ class _UpdatedFit(PrefixBaseline):
     """[batch, points, out], in chunks of prompts whose fits stay in cache (128: ~25% faster
     than 1,280 at once on a 2-core CPU), each chunk its own batched scan (not a vmap, which
     would turn the scan's switch to the cheaper step into computing both)."""
-    batch = episode.batch_size
-    if batch <= _PROMPTS_PER_FIT:
-      return self._fit(episode.x, episode.y)[1]
-    chunks = -(-batch // _PROMPTS_PER_FIT)
-    split = lambda a: jnp.pad(a, [(0, chunks * _PROMPTS_PER_FIT - batch)] + [(0, 0)] * (
-        a.ndim - 1)).reshape((chunks, _PROMPTS_PER_FIT) + a.shape[1:])
-    out = jax.lax.map(lambda xy: self._fit(*xy)[1], (split(episode.x), split(episode.y)))
-    return out.reshape((-1,) + out.shape[2:])[:batch]
+    return map_prompt_chunks(lambda x, y: self._fit(x, y)[1], episode.x, episode.y,
+                             _PROMPTS_PER_FIT)
 
   def predict_queries(self, params, context: Episode, query_x: jax.Array) -> jax.Array:
     """[B, M, O]: query_x [B, M, D] through the weights fitted to all of context's pairs."""
@@ -159,21 +154,43 @@ class GradientDescent(PrefixBaseline):
     checks.check_int("gd steps", self.steps, 1)
     checks.check_positive("gd step_size", self.step_size)
 
+  def predict(self, params, episode: Episode) -> jax.Array:
+    """[batch, points, out]. Several steps run on chunks of prompts with the prompt axis in
+    every contraction (a batched P×P product per step): 1.7x faster on a 2-core CPU than
+    the same steps vmapped over `predict_prompt` (16.6 against 28.3 ms at 1,280 × 41 points,
+    d = 20, 5 steps)."""
+    if self.steps == 1:
+      return super().predict(params, episode)
+    return map_prompt_chunks(self._steps, episode.x, episode.y, _PROMPTS_PER_FIT)
+
   def predict_prompt(self, x, y):
+    if self.steps > 1:
+      return self._steps(x[None], y[None])[0]
+    # One step: a_ij = (η/i)·y_j, so x_iᵀŵ = (η/i) Σ_{j<i} K_ij y_j.
+    kernel = precise_einsum("pd,qd->pq", x, x)                              # [P, P]
+    eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None]
+    return precise_einsum("ij,jo->io", jnp.where(_earlier(x.shape[0]), kernel, 0.0)
+                          * eta_over_k, y)
+
+  def _steps(self, x: jax.Array, y: jax.Array) -> jax.Array:
+    """x [B, P, D], y [B, P, O] -> [B, P, O] after `steps` steps."""
     # ŵ stays in the span of the prefix's inputs, ŵ = X_kᵀa, so GD runs on the dual weights
     # a (one per earlier pair) with the kernel K = XXᵀ; row i of a is prefix i's, and
     # x_iᵀŵ = Σ_j K_ij a_ij. O(P²) memory instead of P Gram matrices of D².
-    kernel = precise_einsum("pd,qd->pq", x, x)                              # [P, P]
-    earlier = _earlier(x.shape[0])
-    eta_over_k = self.step_size / jnp.maximum(example_counts(x.shape[0]), 1.0)[:, None]
-    if self.steps == 1:                                    # a_ij = (η/i)·y_j
-      return precise_einsum("ij,jo->io", jnp.where(earlier, kernel, 0.0) * eta_over_k, y)
-    targets = y.T[:, None, :]                              # [O, 1, P]: outputs lead, so that
-    a = jnp.where(earlier, targets, 0.0) * eta_over_k      # each step is O kernel products
+    # Each output's rows are stacked, [B, O·P, P], so that a step is a product with one batch
+    # axis (with a separate output axis, two batch axes, each step was ~2x slower on the CPU).
+    batch, points, out = y.shape
+    kernel = precise_einsum("bpd,bqd->bpq", x, x)                           # [B, P, P]
+    earlier = jnp.tile(_earlier(points), (out, 1))                          # [O·P, P]
+    eta_over_k = jnp.tile(self.step_size / jnp.maximum(example_counts(points), 1.0)[:, None],
+                          (out, 1))                                         # [O·P, 1]
+    targets = jnp.repeat(jnp.swapaxes(y, 1, 2), points, axis=1)   # [B, O·P, P]: y_o in (o, i)
+    a = jnp.where(earlier, targets, 0.0) * eta_over_k
 
     def step(a, _):
-      fitted = precise_einsum("oim,mj->oij", a, kernel)
+      fitted = precise_einsum("bim,bmj->bij", a, kernel)
       return a - eta_over_k * jnp.where(earlier, fitted - targets, 0.0), None
 
     a, _ = jax.lax.scan(step, a, None, length=self.steps - 1)
-    return jnp.sum(a * kernel, axis=-1).T
+    predictions = jnp.sum(a * jnp.tile(kernel, (1, out, 1)), axis=-1)      # [B, O·P]
+    return jnp.swapaxes(predictions.reshape(batch, out, points), 1, 2)

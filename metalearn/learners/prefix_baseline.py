@@ -39,6 +39,19 @@ def prefix_grams(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
   return exclusive_cumsum(xx), exclusive_cumsum(xy)
 
 
+def map_prompt_chunks(fn, x: jax.Array, y: jax.Array, chunk: int) -> jax.Array:
+  """fn(x [C, P, D], y [C, P, O]) -> [C, P, O] over chunks of `chunk` prompts in turn (zero
+  prompts pad the last chunk), joined back into [B, P, O]; one call of fn if B <= chunk."""
+  batch = x.shape[0]
+  if batch <= chunk:
+    return fn(x, y)
+  chunks = -(-batch // chunk)
+  split = lambda a: jnp.pad(a, [(0, chunks * chunk - batch)] + [(0, 0)] * (a.ndim - 1)
+                            ).reshape((chunks, chunk) + a.shape[1:])
+  out = jax.lax.map(lambda xy: fn(*xy), (split(x), split(y)))
+  return out.reshape((-1,) + out.shape[2:])[:batch]
+
+
 def apply_weights(x: jax.Array, w: jax.Array) -> jax.Array:
   """Each point's own linear map: x [P, D], w [P, D, O] -> [P, O]."""
   return precise_einsum("pd,pdo->po", x, w)
