@@ -40,6 +40,9 @@ def config_for(members: int | None) -> ml_collections.ConfigDict:
 
 def measure(config: ml_collections.ConfigDict, calls: int) -> tuple[float, float]:
   """(seconds of the first call, compile included; steps/s over the next `calls` calls)."""
+  # A process reuses the step of a config it has run (data_parallel): every round's first call
+  # compiles, as a new process's would.
+  jax.clear_caches()
   experiment = build_experiment(config)
   parallel = make_data_parallel("pmap", 1)
   step = parallel.train_step(experiment)

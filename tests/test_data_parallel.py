@@ -15,6 +15,7 @@ from metalearn.engine.experiment import ConfigError
 from metalearn.engine.runs import build_experiment
 from metalearn.engine.train_step import init_state
 from metalearn.engine.workdir import check_config
+from tests import compiles
 
 
 def _curriculum_smoke():
@@ -88,6 +89,31 @@ def test_the_first_loss_is_the_mean_over_the_whole_global_batch(parallel):
   np.testing.assert_allclose(metrics["loss"][0], np.sum(per_point * mask) / np.sum(mask),
                              rtol=1e-5)
   assert 0 < np.sum(mask) < mask.size  # the curriculum switched points off
+
+
+@pytest.mark.parametrize("path", [Pmap, MeshJit], ids=["pmap", "jit"])
+def test_a_second_run_of_an_experiment_compiles_nothing_and_trains_the_same(path):
+  config = linear_regression.get_config("smoke")
+  config.unlock()
+  config.train.learning_rate = 1.25e-3    # an experiment no other test of this process runs
+  experiment = build_experiment(config)
+  with compiles.counted() as first_compiles:
+    first = _train(config, path(2))
+  with compiles.counted() as again_compiles:
+    again = _train(config, path(2))    # new path objects, the same devices and experiment
+    config.seed += 1
+    other_seed = _train(config, path(2))
+  assert first_compiles and not again_compiles
+  assert not np.array_equal(other_seed[1]["loss"], first[1]["loss"])   # another init and data
+  # The reused step kept nothing of the first run (its input buffers were donated).
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(first), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # Another device set, path or experiment is another step.
+  step = path(2).train_step(experiment)
+  assert path(1).train_step(experiment) is not step
+  assert (MeshJit if path is Pmap else Pmap)(2).train_step(experiment) is not step
+  config.train.learning_rate *= 2
+  assert path(2).train_step(build_experiment(config)) is not step
 
 
 def test_bad_paths_and_device_counts_are_named():

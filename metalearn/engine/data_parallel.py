@@ -12,6 +12,8 @@ they hand back to the host (`get`) is this process's copy as numpy, which is wha
 saves, so a run may resume on either path and on any number of devices.
 """
 
+import collections
+import functools
 from typing import Any, Callable
 
 import jax
@@ -20,11 +22,30 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metalearn.core import checks
 from metalearn.engine.experiment import DATA_PARALLEL, Experiment
-from metalearn.engine.train_step import Shards, scanned_steps
+from metalearn.engine.train_step import Shards, scanned_steps, step_identity
 
 AXIS = "devices"  # pmap's axis over all devices; the mesh's data axis has the same name
 
 Step = Callable[[Any], tuple[Any, dict[str, jax.Array]]]
+
+# Steps built so far, by (path, devices, experiment less its seeds): a run of an experiment this
+# process has already run reuses its compiled step instead of tracing and compiling a new
+# function (jit's cache is per function). Resuming, re-running a config or another seed of it,
+# and notebooks do this; the test suite compiled the smoke config's step 11 times (18 s). A few
+# suffice; each holds an executable.
+_REMEMBERED_STEPS = 4
+_steps: collections.OrderedDict = collections.OrderedDict()
+
+
+def _remembered(key: tuple, build: Callable[[], Step]) -> Step:
+  """The step built for `key` before, else `build()`, kept in place of the least recent."""
+  if key in _steps:
+    _steps.move_to_end(key)
+    return _steps[key]
+  step = _steps[key] = build()
+  if len(_steps) > _REMEMBERED_STEPS:
+    _steps.popitem(last=False)
+  return step
 
 
 def _devices(num_devices: int | None) -> list[jax.Device]:
@@ -50,6 +71,10 @@ class Pmap:
 
   def train_step(self, experiment: Experiment) -> Step:
     """Takes `steps_per_call` steps; metrics are [local devices, steps_per_call] per name."""
+    return _remembered((Pmap, tuple(self.devices), step_identity(experiment)),
+                       lambda: self._step(experiment))
+
+  def _step(self, experiment: Experiment) -> Step:
     local_batch = experiment.train.batch_size // self.num_devices
     shards = Shards(
         count=self.num_devices,
@@ -65,7 +90,7 @@ class Pmap:
     step's outputs are, so that feeding its own output back in never recompiles it."""
     stacked = jax.tree.map(
         lambda a: np.broadcast_to(np.asarray(a), (len(self._local),) + np.shape(a)), tree)
-    return jax.pmap(lambda t: t, axis_name=AXIS, devices=self.devices)(stacked)
+    return _copies(tuple(self.devices))(stacked)
 
   def get(self, tree: Any) -> Any:
     """This process's first copy of a replicated pytree (the state, or a call's metrics), on
@@ -85,6 +110,10 @@ class MeshJit:
 
   def train_step(self, experiment: Experiment) -> Step:
     """Takes `steps_per_call` steps; metrics are [steps_per_call] per name (replicated)."""
+    return _remembered((MeshJit, tuple(self.devices), step_identity(experiment)),
+                       lambda: self._step(experiment))
+
+  def _step(self, experiment: Experiment) -> Step:
     shards = Shards(count=1, local=lambda keys: jax.lax.with_sharding_constraint(keys, self.batch),
                     total=lambda tree: tree)
     stepped = jax.jit(scanned_steps(experiment, shards), in_shardings=self.replicated,
@@ -103,6 +132,13 @@ class MeshJit:
     """This process's copy of a replicated pytree (the state, or a call's metrics), on the
     host."""
     return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED_STEPS)
+def _copies(devices: tuple[jax.Device, ...]) -> Callable[[Any], Any]:
+  """The identity pmapped over `devices`: one function per device set, so compiled once per
+  state layout rather than once per call of `Pmap.put`."""
+  return jax.pmap(lambda tree: tree, axis_name=AXIS, devices=devices)
 
 
 def make_data_parallel(name: str, num_devices: int | None = None) -> Pmap | MeshJit:

@@ -45,18 +45,33 @@ def make_optimizer(train: TrainConfig) -> optax.GradientTransformation:
   return optax.chain(clip, optimizer)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def step_identity(experiment: Experiment) -> Experiment:
+  """What `scanned_steps` is a function of: the experiment without its seeds, which only pick
+  the initial state (`init_state`), so that runs of one config with other seeds share a step."""
+  return dataclasses.replace(experiment, seed=0,
+                             members=tuple(m._replace(seed=0) for m in experiment.members))
+
+
 def init_state(experiment: Experiment) -> TrainState:
   """The state at step 0: params from the seed's init key, the optimizer's zero state; for a
   sweep, every member's state stacked on a leading axis (each from its own seed)."""
+  # The seeds' keys are arguments, not constants, so that one program serves every seed
+  # (PRNGKey on the host takes any int seed, as it would under jit).
   if experiment.members:
-    seeds = jnp.asarray([member.seed for member in experiment.members])
-    return jax.vmap(lambda seed: _init_from_seed(experiment, seed))(seeds)
-  return _init_from_seed(experiment, experiment.seed)
+    roots = jnp.stack([jax.random.PRNGKey(member.seed) for member in experiment.members])
+  else:
+    roots = jax.random.PRNGKey(experiment.seed)
+  return _init_from_roots(step_identity(experiment), roots)
 
 
-def _init_from_seed(experiment: Experiment, seed) -> TrainState:
-  root = jax.random.PRNGKey(seed)
+@functools.partial(jax.jit, static_argnums=0)
+def _init_from_roots(experiment: Experiment, roots: jax.Array) -> TrainState:
+  if experiment.members:
+    return jax.vmap(lambda root: _init_from_root(experiment, root))(roots)
+  return _init_from_root(experiment, roots)
+
+
+def _init_from_root(experiment: Experiment, root: jax.Array) -> TrainState:
   init_key, train_key = jax.random.split(root)
   example = experiment.task.sample(init_key, 1, experiment.points)
   params = experiment.learner.init(init_key, example)
