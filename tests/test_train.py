@@ -17,6 +17,7 @@ from metalearn.engine.runs import load_run
 from metalearn.engine.train import train_and_evaluate
 from metalearn.engine.data_parallel import Pmap
 from metalearn.engine.train_step import init_state
+from tests import compiles
 
 
 def _losses(workdir):
@@ -85,6 +86,12 @@ def test_load_run_gives_learner_params_and_config(smoke_config, tmp_path):
                             for name, values in evaluation.errors.items()}
   with pytest.raises(FileNotFoundError, match="not a metalearn run"):
     load_run(str(tmp_path / "nothing"))
+  # Loaded params are laid out as a fresh init's: a jitted function compiles once for both.
+  predict = jax.jit(learner.predict)
+  with compiles.counted() as compiled:
+    predict(init_state(build_experiment(config)).params, episode)
+    predict(params, episode)
+  assert len(compiled) == 1
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(smoke_config, tmp_path):

@@ -4,7 +4,10 @@ config's experiment, which loads the trained run its learner may build on (`mode
 import os
 from typing import Any, Mapping
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from metalearn.engine import sweep
 from metalearn.engine.checkpoints import Checkpoints, DamagedCheckpointsError
@@ -91,4 +94,7 @@ def _refuse_sweep(workdir: str, experiment: Experiment) -> None:
 def _latest_state(workdir: str, experiment: Experiment) -> Any | None:
   """The newest readable train state in `workdir`, shaped for `experiment`; moves nothing."""
   with Checkpoints(workdir, read_only=True) as checkpoints:
-    return checkpoints.restore_latest(abstract_state(experiment))
+    state = checkpoints.restore_latest(abstract_state(experiment))
+  # Restored arrays are committed to a device, fresh ones (an init, jnp) are not, and jit
+  # compiles a function once for each: a script feeding both to one function compiled it twice.
+  return None if state is None else jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), state)
