@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metalearn.evaluation import intervals, plots, prompts, scores, shots, tables
+from metalearn.evaluation import device_split, intervals, plots, prompts, scores, shots, tables
 from metalearn.learners import Learner
 from metalearn.tasks import make_task
 
@@ -53,6 +53,28 @@ def test_chunked_evaluation_equals_one_pass():
   errors = scores.normalised_errors(_Oracle(), task, episode, chunked)
   expected = np.square(np.einsum("bpd,bdo->bpo", episode.x, episode.info["w"]) - episode.y)
   np.testing.assert_allclose(errors, expected[..., 0] / (3 + 0.25), rtol=1e-4, atol=1e-8)
+
+
+def test_each_device_predicts_its_share_of_the_prompts_as_one_device_would():
+  """On the 2 test devices a chunk splits over both, with no communication: a transformer, least
+  squares, and MAML, whose inner gradient must stay each prompt's own, predict what one jitted
+  call on one device does; 7 prompts in chunks of 4 pad both chunks' odd prompt."""
+  from metalearn.learners import LEARNERS, make_baseline
+  from metalearn.learners.inner_loop import MAML
+  assert device_split.local_mesh().size == 2
+  linear = make_task({"name": "linear_regression", "dim": 3})
+  sinusoid = make_task({"name": "sinusoid"})
+  transformer = LEARNERS.build({"name": "transformer", "hidden": 16, "num_layers": 1, "num_heads": 2})
+  maml = MAML(widths=(8,), context_points=4, inner_steps=2, step_size=0.1)
+  for learner, task in ((transformer, linear), (make_baseline("least_squares", linear), linear),
+                        (maml, sinusoid)):
+    episode = prompts.held_out_episodes(task, 7, 9, 3)
+    params = learner.init(jax.random.PRNGKey(0), episode)
+    alone = np.asarray(jax.jit(learner.predict)(params, episode))
+    np.testing.assert_allclose(scores.predictions(learner, params, episode, batch_size=4), alone,
+                               rtol=1e-5, atol=1e-6, err_msg=type(learner).__name__)
+  split = scores._predict(maml, params, device_split.padded(episode, 2), device_split.local_mesh())
+  assert len(split.sharding.device_set) == 2
 
 
 def test_tables_and_plot_are_written(tmp_path):

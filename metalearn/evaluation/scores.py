@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from metalearn.core.episode import Episode
+from metalearn.evaluation import device_split
 from metalearn.evaluation.intervals import mean_and_interval
 from metalearn.evaluation.prompts import chunks, held_out_episodes, query_episodes
 from metalearn.evaluation.shots import check_predicts_at, predicts_at, valid_positions
@@ -18,17 +19,21 @@ from metalearn.learners.base import Params
 from metalearn.tasks import TaskFamily
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(learner: Learner, params: Params, episode: Episode) -> jax.Array:
-  return learner.predict(params, episode)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _predict(learner: Learner, params: Params, episode: Episode, mesh) -> jax.Array:
+  return device_split.split_prompts(learner.predict, mesh)(params, episode)
 
 
 def predictions(learner: Learner, params: Params, episode: Episode, batch_size: int
                 ) -> np.ndarray:
   """ŷ [prompts, points, out] at every position, the prompts in chunks of `batch_size` (one
-  compiled shape)."""
-  return np.concatenate([np.asarray(_predict(learner, params, chunk))
-                         for chunk in chunks(episode, batch_size)])
+  compiled shape), each chunk split over this process's devices (device_split.py)."""
+  mesh = device_split.local_mesh()
+  parts = 1 if mesh is None else mesh.size
+  return np.concatenate([
+      np.asarray(_predict(learner, params, device_split.padded(chunk, parts), mesh)
+                 )[:chunk.batch_size]
+      for chunk in chunks(episode, batch_size)])
 
 
 # Compiled: XLA's fused loss and division can differ from eager ones in the last bit, and every

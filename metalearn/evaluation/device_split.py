@@ -1,0 +1,45 @@
+"""Predicting held-out prompts on every device of this process, each device its share.
+
+Used by `scores.predictions`, the errors by number of examples of a run's evaluation and of a
+comparison. A learner predicts each prompt from that prompt alone, so a chunk of prompts splits over the
+devices with no communication: `shard_map` runs the learner's own `predict` on each device's
+rows, the params replicated. On one device, or in a run of several processes (whose evaluation
+is each process's own), everything runs on the first device as before.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
+
+from metalearn.core.episode import Episode
+
+AXIS = "prompts"
+
+
+def local_mesh() -> Mesh | None:
+  """This process's devices along one prompt axis; None where there is nothing to split over."""
+  devices = jax.local_devices()
+  if len(devices) == 1 or jax.process_count() > 1:
+    return None
+  return Mesh(devices, (AXIS,))
+
+
+def split_prompts(predict, mesh: Mesh | None):
+  """predict(params, episode) -> [batch, ...], run on each device's rows of the episode (batch
+  a multiple of the devices: `padded`); `predict` itself where `mesh` is None."""
+  if mesh is None:
+    return predict
+  # No replication checks: with them, a gradient inside predict (MAML's inner steps, a fine-tuned
+  # transformer's) with respect to the replicated params would be summed over the devices, every
+  # device adapting to the other devices' prompts too; unchecked, each device's is its own.
+  return jax.shard_map(predict, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                       out_specs=PartitionSpec(AXIS), check_vma=False)
+
+
+def padded(episode: Episode, multiple: int) -> Episode:
+  """The episode with its last prompt repeated up to a multiple of `multiple` prompts (every
+  leaf, info too, is per prompt: tasks sample prompts by vmap); the caller drops the repeats'
+  predictions."""
+  extra = -episode.batch_size % multiple
+  pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)]) if extra else a
+  return jax.tree.map(pad, episode)
