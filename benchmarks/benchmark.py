@@ -54,7 +54,8 @@ _STEPS_PER_CALL = flags.DEFINE_list("steps_per_call", ["20", "4", "2"], "trainin
                                     "host call (lax.scan): one value, or one per size")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "prompts per step")
 _DEVICES = flags.DEFINE_integer("devices", os.cpu_count() or 1, "host devices to map the step "
-                                 "over (--xla_force_host_platform_device_count); 0: leave "
+                                 "over, or to split the baselines' prompts over "
+                                 "(--xla_force_host_platform_device_count); 0: leave "
                                  "XLA_FLAGS as it is and use every local device")
 _HUGEPAGES = cpu_setup.define_hugepages_flag()
 _PEAK_N = flags.DEFINE_integer("peak_n", 2048, "side of the float32 matmul that measures peak")
@@ -192,6 +193,10 @@ def main(argv):
   if _SUITE.value in ("inner_loop", "compare", "baselines", "scaling"):
     if _HUGEPAGES.value and _SUITE.value != "inner_loop":
       cpu_setup.use_hugepages()
+    # The evaluation splits prompts over this process's devices (evaluation/device_split.py):
+    # the baselines are timed as it runs them, on one host device per core.
+    if _SUITE.value == "baselines" and _DEVICES.value:
+      cpu_setup.set_host_devices(_DEVICES.value)
     global jax
     import jax
     block = {"inner_loop": inner_loop_suite, "compare": compare_suite,

@@ -142,9 +142,10 @@ def prefix_rows(calls: int) -> list[dict]:
   x, y = np.asarray(episode.x), np.asarray(episode.y)[..., 0]
   contenders, outputs = {}, {}
   for name, section in PREFIX_LEARNERS.items():
-    predict = jax.jit(functools.partial(make_learner(section).predict, {}))
-    contenders[name] = lambda predict=predict: jax.block_until_ready(predict(episode))
-    outputs[name] = lambda predict=predict: np.asarray(predict(episode))[..., 0]
+    # As the evaluation predicts: one chunk of all the prompts, split over the devices.
+    predict = functools.partial(scores.predictions, make_learner(section), {}, episode, PROMPTS)
+    contenders[name] = predict
+    outputs[name] = lambda predict=predict: predict()[..., 0]
   torch = optional("torch")
   if torch is not None:
     peer, threads = _faster_thread_count(
