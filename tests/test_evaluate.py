@@ -57,14 +57,15 @@ def test_chunked_evaluation_equals_one_pass():
 
 def test_each_device_predicts_its_share_of_the_prompts_as_one_device_would():
   """On the 2 test devices a chunk splits over both, with no communication: a transformer, least
-  squares, and MAML, whose inner gradient must stay each prompt's own, predict what one jitted
-  call on one device does; 7 prompts in chunks of 4 pad both chunks' odd prompt."""
+  squares, and MAML, whose inner gradient must stay each prompt's own, predict and score their
+  queries as one jitted call on one device does; 7 prompts in chunks of 4 pad the odd chunk."""
   from metalearn.learners import LEARNERS, make_baseline
   from metalearn.learners.inner_loop import MAML
   assert device_split.local_mesh().size == 2
   linear = make_task({"name": "linear_regression", "dim": 3})
   sinusoid = make_task({"name": "sinusoid"})
-  transformer = LEARNERS.build({"name": "transformer", "hidden": 16, "num_layers": 1, "num_heads": 2})
+  transformer = LEARNERS.build({"name": "transformer", "hidden": 16, "num_layers": 1,
+                                "num_heads": 2})
   maml = MAML(widths=(8,), context_points=4, inner_steps=2, step_size=0.1)
   for learner, task in ((transformer, linear), (make_baseline("least_squares", linear), linear),
                         (maml, sinusoid)):
@@ -73,6 +74,14 @@ def test_each_device_predicts_its_share_of_the_prompts_as_one_device_would():
     alone = np.asarray(jax.jit(learner.predict)(params, episode))
     np.testing.assert_allclose(scores.predictions(learner, params, episode, batch_size=4), alone,
                                rtol=1e-5, atol=1e-6, err_msg=type(learner).__name__)
+    # The queries after a context of 4, through query_episodes for the prefix learners.
+    alone = scores._query_metrics(learner, task, 4, params, episode, None)
+    split = scores.query_metrics(learner, params, task, episode, 4, batch_size=4)
+    for name, value in alone.items():
+      np.testing.assert_allclose(split[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(scores.query_predictions(learner, params, episode, 4, 4),
+                               scores._jitted_query_predictions(learner, 4, params, episode, None),
+                               rtol=1e-5, atol=1e-6)
   split = scores._predict(maml, params, device_split.padded(episode, 2), device_split.local_mesh())
   assert len(split.sharding.device_set) == 2
 

@@ -1,17 +1,22 @@
 """Predicting held-out prompts on every device of this process, each device its share.
 
-Used by `scores.predictions`, the errors by number of examples of a run's evaluation and of a
-comparison. A learner predicts each prompt from that prompt alone, so a chunk of prompts splits over the
-devices with no communication: `shard_map` runs the learner's own `predict` on each device's
-rows, the params replicated. On one device, or in a run of several processes (whose evaluation
-is each process's own), everything runs on the first device as before.
+Used by every scoring of `scores` (the errors by number of examples of a run's evaluation and
+of a comparison, the queries' metrics). A learner predicts each prompt from that prompt alone,
+so a chunk of prompts splits over the devices with no communication: `shard_map` runs the
+learner's own `predict` on each device's rows, the params replicated. On one device, or in a
+run of several processes (whose evaluation is each process's own), everything runs on the
+first device as before.
 """
+
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from metalearn.core.episode import Episode
+from metalearn.evaluation.prompts import chunks
 
 AXIS = "prompts"
 
@@ -24,9 +29,23 @@ def local_mesh() -> Mesh | None:
   return Mesh(devices, (AXIS,))
 
 
+def over_chunks(compiled: Callable[[Episode, Mesh | None], Any], episode: Episode,
+                batch_size: int) -> Any:
+  """compiled(chunk, mesh) -> a pytree of [chunk's prompts, ...] per chunk of `batch_size`
+  prompts (one compiled shape), padded to a multiple of the devices; the chunks' rows joined
+  as numpy, the padding dropped. `compiled` splits the chunk with `split_prompts`."""
+  mesh = local_mesh()
+  parts = 1 if mesh is None else mesh.size
+  outputs = [jax.tree.map(lambda a, n=chunk.batch_size: np.asarray(a)[:n],
+                          compiled(padded(chunk, parts), mesh))
+             for chunk in chunks(episode, batch_size)]
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
 def split_prompts(predict, mesh: Mesh | None):
-  """predict(params, episode) -> [batch, ...], run on each device's rows of the episode (batch
-  a multiple of the devices: `padded`); `predict` itself where `mesh` is None."""
+  """predict(params, episode) -> a pytree of [batch, ...], run on each device's rows of the
+  episode (batch a multiple of the devices: `padded`); `predict` itself where `mesh` is
+  None."""
   if mesh is None:
     return predict
   # No replication checks: with them, a gradient inside predict (MAML's inner steps, a fine-tuned

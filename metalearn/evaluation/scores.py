@@ -12,7 +12,7 @@ import numpy as np
 from metalearn.core.episode import Episode
 from metalearn.evaluation import device_split
 from metalearn.evaluation.intervals import mean_and_interval
-from metalearn.evaluation.prompts import chunks, held_out_episodes, query_episodes
+from metalearn.evaluation.prompts import held_out_episodes, query_episodes
 from metalearn.evaluation.shots import check_predicts_at, predicts_at, valid_positions
 from metalearn.learners import Learner
 from metalearn.learners.base import Params
@@ -28,12 +28,8 @@ def predictions(learner: Learner, params: Params, episode: Episode, batch_size: 
                 ) -> np.ndarray:
   """ŷ [prompts, points, out] at every position, the prompts in chunks of `batch_size` (one
   compiled shape), each chunk split over this process's devices (device_split.py)."""
-  mesh = device_split.local_mesh()
-  parts = 1 if mesh is None else mesh.size
-  return np.concatenate([
-      np.asarray(_predict(learner, params, device_split.padded(chunk, parts), mesh)
-                 )[:chunk.batch_size]
-      for chunk in chunks(episode, batch_size)])
+  return device_split.over_chunks(lambda chunk, mesh: _predict(learner, params, chunk, mesh),
+                                  episode, batch_size)
 
 
 # Compiled: XLA's fused loss and division can differ from eager ones in the last bit, and every
@@ -62,7 +58,11 @@ def _query_predictions(learner: Learner, context_points: int, params: Params,
   return learner.predict(params, episode)[:, context_points:]
 
 
-_jitted_query_predictions = jax.jit(_query_predictions, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _jitted_query_predictions(learner: Learner, context_points: int, params: Params,
+                              episode: Episode, mesh) -> jax.Array:
+  return device_split.split_prompts(
+      functools.partial(_query_predictions, learner, context_points), mesh)(params, episode)
 
 
 def query_predictions(learner: Learner, params: Params, episode: Episode, context_points: int,
@@ -70,19 +70,21 @@ def query_predictions(learner: Learner, params: Params, episode: Episode, contex
   """ŷ [prompts, queries, out]: each query j >= context_points predicted from the first
   `context_points` pairs of its prompt only, by any learner (see `query_metrics`)."""
   check_predicts_at(learner, context_points)
-  return np.concatenate([np.asarray(_jitted_query_predictions(learner, context_points, params,
-                                                              chunk))
-                         for chunk in chunks(episode, batch_size)])
+  return device_split.over_chunks(
+      lambda chunk, mesh: _jitted_query_predictions(learner, context_points, params, chunk, mesh),
+      episode, batch_size)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 5))
 def _query_metrics(learner: Learner, task: TaskFamily, context_points: int, params: Params,
-                   episode: Episode) -> dict[str, jax.Array]:
-  y_hat = _query_predictions(learner, context_points, params, episode)
-  y = episode.y[:, context_points:]
-  loss = task.loss(y_hat, y)
-  return {"loss": loss, "normalised": loss / episode.zero_loss[:, None],
-          **task.metrics(y_hat, y)}
+                   episode: Episode, mesh) -> dict[str, jax.Array]:
+  def metrics(params, episode):
+    y_hat = _query_predictions(learner, context_points, params, episode)
+    y = episode.y[:, context_points:]
+    loss = task.loss(y_hat, y)
+    return {"loss": loss, "normalised": loss / episode.zero_loss[:, None],
+            **task.metrics(y_hat, y)}
+  return device_split.split_prompts(metrics, mesh)(params, episode)
 
 
 def query_metrics(learner: Learner, params: Params, task: TaskFamily, episode: Episode,
@@ -93,9 +95,9 @@ def query_metrics(learner: Learner, params: Params, task: TaskFamily, episode: E
   learner: one with that fixed context directly, a prefix learner through `query_episodes`.
   """
   check_predicts_at(learner, context_points)
-  parts = [_query_metrics(learner, task, context_points, params, chunk)
-           for chunk in chunks(episode, batch_size)]
-  return {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
+  return device_split.over_chunks(
+      lambda chunk, mesh: _query_metrics(learner, task, context_points, params, chunk, mesh),
+      episode, batch_size)
 
 
 def summarise_queries(metrics: Mapping[str, Mapping[str, np.ndarray]]
