@@ -58,7 +58,8 @@ def test_chunked_evaluation_equals_one_pass():
 def test_each_device_predicts_its_share_of_the_prompts_as_one_device_would():
   """On the 2 test devices a chunk splits over both, with no communication: a transformer, least
   squares, and MAML, whose inner gradient must stay each prompt's own, predict and score their
-  queries as one jitted call on one device does; 7 prompts in chunks of 4 pad the odd chunk."""
+  queries as one jitted call on one device does; 7 prompts in chunks of 4 pad the odd chunk.
+  A learner calling LAPACK is not split."""
   from metalearn.learners import LEARNERS, make_baseline
   from metalearn.learners.inner_loop import MAML
   assert device_split.local_mesh().size == 2
@@ -82,8 +83,17 @@ def test_each_device_predicts_its_share_of_the_prompts_as_one_device_would():
     np.testing.assert_allclose(scores.query_predictions(learner, params, episode, 4, 4),
                                scores._jitted_query_predictions(learner, 4, params, episode, None),
                                rtol=1e-5, atol=1e-6)
-  split = scores._predict(maml, params, device_split.padded(episode, 2), device_split.local_mesh())
+  mesh = device_split.local_mesh()
+  split = scores._predict(maml, params, device_split.padded(episode, 2), mesh)
   assert len(split.sharding.device_set) == 2
+  # A learner that calls LAPACK (jnp.linalg.inv) predicts on one host device: split, such calls
+  # hang XLA's CPU thread pool.
+  preconditioned = make_baseline("preconditioned_gd", linear)
+  episode = prompts.held_out_episodes(linear, 8, 9, 3)
+  alone = np.asarray(jax.jit(preconditioned.predict)({}, episode))
+  np.testing.assert_allclose(scores.predictions(preconditioned, {}, episode, batch_size=4), alone,
+                             rtol=1e-5, atol=1e-6)
+  assert len(scores._predict(preconditioned, {}, episode, mesh).sharding.device_set) == 1
 
 
 def test_tables_and_plot_are_written(tmp_path):

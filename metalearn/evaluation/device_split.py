@@ -45,14 +45,31 @@ def over_chunks(compiled: Callable[[Episode, Mesh | None], Any], episode: Episod
 def split_prompts(predict, mesh: Mesh | None):
   """predict(params, episode) -> a pytree of [batch, ...], run on each device's rows of the
   episode (batch a multiple of the devices: `padded`); `predict` itself where `mesh` is
-  None."""
+  None, or where it calls LAPACK on host devices (`_calls_lapack`)."""
   if mesh is None:
     return predict
   # No replication checks: with them, a gradient inside predict (MAML's inner steps, a fine-tuned
   # transformer's) with respect to the replicated params would be summed over the devices, every
   # device adapting to the other devices' prompts too; unchecked, each device's is its own.
-  return jax.shard_map(predict, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
-                       out_specs=PartitionSpec(AXIS), check_vma=False)
+  split = jax.shard_map(predict, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                        out_specs=PartitionSpec(AXIS), check_vma=False)
+
+  def on_devices(params, prompts):
+    if mesh.devices.flat[0].platform == "cpu" and _calls_lapack(predict, params, prompts):
+      return predict(params, prompts)
+    return split(params, prompts)
+  return on_devices
+
+
+def _calls_lapack(predict, *args) -> bool:
+  """Whether predict's program calls LAPACK (jnp.linalg's inv, eigh, svd, ...).
+
+  jaxlib's LAPACK kernels share XLA's CPU thread pool: one jitted pinv split over 2 host devices
+  hung within a few hundred calls (jax 0.10.2, 2 cores), even with each call awaited. Such a
+  learner (the preconditioned GD baselines) predicts on the first device alone.
+  """
+  shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+  return "lapack" in jax.jit(predict).lower(*shapes).as_text()
 
 
 def padded(episode: Episode, multiple: int) -> Episode:
