@@ -12,7 +12,6 @@ they hand back to the host (`get`) is this process's copy as numpy, which is wha
 saves, so a run may resume on either path and on any number of devices.
 """
 
-import collections
 import functools
 from typing import Any, Callable
 
@@ -28,24 +27,37 @@ AXIS = "devices"  # pmap's axis over all devices; the mesh's data axis has the s
 
 Step = Callable[[Any], tuple[Any, dict[str, jax.Array]]]
 
-# Steps built so far, by (path, devices, experiment less its seeds): a run of an experiment this
-# process has already run reuses its compiled step instead of tracing and compiling a new
-# function (jit's cache is per function). Resuming, re-running a config or another seed of it,
-# and notebooks do this; the test suite compiled the smoke config's step 11 times (18 s). A few
-# suffice; each holds an executable.
+# Steps kept for (path, devices, experiment less its seeds): a run of an experiment this process
+# has already run reuses its compiled step instead of tracing and compiling a new function (jit's
+# cache is per function). Resuming, re-running a config or another seed of it, and notebooks do
+# this; the test suite compiled the smoke config's step 11 times (18 s). A few suffice; each
+# holds an executable.
 _REMEMBERED_STEPS = 4
-_steps: collections.OrderedDict = collections.OrderedDict()
 
 
-def _remembered(key: tuple, build: Callable[[], Step]) -> Step:
-  """The step built for `key` before, else `build()`, kept in place of the least recent."""
-  if key in _steps:
-    _steps.move_to_end(key)
-    return _steps[key]
-  step = _steps[key] = build()
-  if len(_steps) > _REMEMBERED_STEPS:
-    _steps.popitem(last=False)
-  return step
+@functools.lru_cache(maxsize=_REMEMBERED_STEPS)
+def _step_for(parallel: "Pmap | MeshJit", identity: Experiment) -> Step:
+  """The step of `parallel` (hashed by its path and devices) for `identity`, an experiment
+  without its seeds (`train_step.step_identity`), which is all the step is built from."""
+  return parallel._step(identity)
+
+
+class _Path:
+  """Equal and hashed by path and devices: two objects of one path over the same devices build
+  the same steps, so that `_step_for` keeps one for both."""
+
+  devices: list[jax.Device]
+
+  def __eq__(self, other):
+    return type(other) is type(self) and other.devices == self.devices
+
+  def __hash__(self):
+    return hash((type(self), tuple(self.devices)))
+
+  def train_step(self, experiment: Experiment) -> Step:
+    """`steps_per_call` steps of `experiment` per call (the metrics' shapes: each path's
+    `_step`), the same function for every later run of it on these devices."""
+    return _step_for(self, step_identity(experiment))
 
 
 def _devices(num_devices: int | None) -> list[jax.Device]:
@@ -61,7 +73,7 @@ def _devices(num_devices: int | None) -> list[jax.Device]:
   return jax.devices()[:num_devices]
 
 
-class Pmap:
+class Pmap(_Path):
   """The step pmapped over the global device axis; a process holds one copy per local device."""
 
   def __init__(self, num_devices: int | None = None):
@@ -69,12 +81,8 @@ class Pmap:
     self.num_devices = len(self.devices)
     self._local = [d for d in self.devices if d.process_index == jax.process_index()]
 
-  def train_step(self, experiment: Experiment) -> Step:
-    """Takes `steps_per_call` steps; metrics are [local devices, steps_per_call] per name."""
-    return _remembered((Pmap, tuple(self.devices), step_identity(experiment)),
-                       lambda: self._step(experiment))
-
   def _step(self, experiment: Experiment) -> Step:
+    """Takes `steps_per_call` steps; metrics are [local devices, steps_per_call] per name."""
     local_batch = experiment.train.batch_size // self.num_devices
     shards = Shards(
         count=self.num_devices,
@@ -98,7 +106,7 @@ class Pmap:
     return jax.tree.map(lambda a: np.asarray(a[0]), tree)
 
 
-class MeshJit:
+class MeshJit(_Path):
   """The step jitted over a one-axis device mesh: state replicated, batch sharded over it."""
 
   def __init__(self, num_devices: int | None = None):
@@ -108,12 +116,8 @@ class MeshJit:
     self.replicated = NamedSharding(mesh, PartitionSpec())
     self.batch = NamedSharding(mesh, PartitionSpec(AXIS))
 
-  def train_step(self, experiment: Experiment) -> Step:
-    """Takes `steps_per_call` steps; metrics are [steps_per_call] per name (replicated)."""
-    return _remembered((MeshJit, tuple(self.devices), step_identity(experiment)),
-                       lambda: self._step(experiment))
-
   def _step(self, experiment: Experiment) -> Step:
+    """Takes `steps_per_call` steps; metrics are [steps_per_call] per name (replicated)."""
     shards = Shards(count=1, local=lambda keys: jax.lax.with_sharding_constraint(keys, self.batch),
                     total=lambda tree: tree)
     stepped = jax.jit(scanned_steps(experiment, shards), in_shardings=self.replicated,

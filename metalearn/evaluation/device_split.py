@@ -39,7 +39,7 @@ def over_chunks(compiled: Callable[[Episode, Mesh | None], Any], episode: Episod
   outputs = [jax.tree.map(lambda a, n=chunk.batch_size: np.asarray(a)[:n],
                           compiled(padded(chunk, parts), mesh))
              for chunk in chunks(episode, batch_size)]
-  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+  return jax.tree.map(lambda *rows: np.concatenate(rows), *outputs)
 
 
 def split_prompts(predict, mesh: Mesh | None):
